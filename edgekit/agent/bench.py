@@ -1,0 +1,114 @@
+"""The latency protocol: cold start apart, warm up, then measure until both a minimum count and
+a minimum duration are met. All samples are kept and returned."""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional
+
+from . import memory
+from .files import verified
+from .protocol import AgentError
+from .runners import first_batch, generated_inputs, load_npz, make_runner
+from .stats import summarize
+
+
+def _timed(runner, feeds) -> float:
+    start = time.perf_counter()
+    try:
+        runner.run(feeds)
+    except MemoryError:
+        raise AgentError("out_of_memory", "the device ran out of memory during inference")
+    except AgentError:
+        raise
+    except Exception as exc:
+        raise AgentError("run_failed", "inference failed: {}".format(" ".join(str(exc).split())[:300]))
+    return (time.perf_counter() - start) * 1000.0
+
+
+def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[str], warmup_s: float,
+          min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000) -> dict:
+    path = verified(artifact, sha256)
+    warnings: List[str] = []
+    rss = {"start": memory.peak_rss_mb()}
+    t = time.perf_counter()
+    runner = make_runner(runtime)
+    import_ms = (time.perf_counter() - t) * 1000.0
+    rss["before_load"] = memory.peak_rss_mb()  # the runtime's own libraries are in from here on
+    t = time.perf_counter()
+    try:
+        runner.load(path, threads)
+    except MemoryError:
+        raise AgentError("out_of_memory", "the device ran out of memory loading the model")
+    load_ms = (time.perf_counter() - t) * 1000.0
+    rss["after_load"] = memory.peak_rss_mb()
+
+    feeds = first_batch(load_npz(inputs)) if inputs else generated_inputs(runner.input_specs())
+    first_ms = _timed(runner, feeds)
+
+    warm_runs, start = 0, time.perf_counter()
+    while warm_runs < 3 or time.perf_counter() - start < warmup_s:
+        _timed(runner, feeds)
+        warm_runs += 1
+        if time.perf_counter() - start > max_s:
+            break
+    warm_s = time.perf_counter() - start
+
+    samples: List[float] = []
+    start = time.perf_counter()
+    while True:
+        samples.append(_timed(runner, feeds))
+        elapsed = time.perf_counter() - start
+        if (len(samples) >= min_runs and elapsed >= min_s) or elapsed >= max_s or len(samples) >= max_runs:
+            break
+    measured_s = time.perf_counter() - start
+    if len(samples) < min_runs:
+        warnings.append("stopped at max_s={}s after {} runs, fewer than min_runs={}".format(max_s, len(samples), min_runs))
+    rss["after_run"] = memory.peak_rss_mb()
+    mem: Dict[str, object] = {"peak_rss_mb_" + k: v for k, v in rss.items()}
+    mem["peak_rss_mb"] = rss["after_run"]
+    if rss["before_load"] is not None and rss["after_run"] is not None:
+        mem["model_rss_mb"] = rss["after_run"] - rss["before_load"]
+
+    stats = summarize(samples)
+    if stats["cv"] > 0.10:
+        warnings.append("latency CV is {:.0%}: the device was busy or throttling; numbers are noisy".format(stats["cv"]))
+    return {
+        "command": "bench",
+        "runtime": runner.describe(),
+        "artifact": {"path": path, "sha256": sha256},
+        "settings": {"warmup_s": warmup_s, "min_runs": min_runs, "min_s": min_s, "max_s": max_s,
+                     "threads": threads, "inputs": "file" if inputs else "generated"},
+        "inputs": runner.input_specs(),
+        "cold": {"import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": first_ms},
+        "warmup": {"runs": warm_runs, "seconds": warm_s},
+        "window": {"runs": len(samples), "seconds": measured_s},
+        "latency": stats,
+        "samples_ms": samples,
+        "memory": mem,
+        "warnings": warnings,
+    }
+
+
+def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0) -> dict:
+    """Outputs for supplied inputs: each array in `inputs` holds batches on a leading axis."""
+    import numpy as np
+
+    path = verified(artifact, sha256)
+    arrays = load_npz(inputs)
+    runner = make_runner(runtime)
+    runner.load(path, threads)
+    count = {len(v) for v in arrays.values()}
+    if len(count) != 1:
+        raise AgentError("bad_request", "inputs hold different batch counts: {}".format(sorted(count)))
+    results: List[list] = []
+    for i in range(count.pop()):
+        feeds = {k: v[i] for k, v in arrays.items()}
+        try:
+            outs = runner.run(feeds)
+        except Exception as exc:
+            raise AgentError("run_failed", "inference failed on batch {}: {}".format(i, " ".join(str(exc).split())[:300]))
+        results.append(outs)
+    stacked = {"output_{}".format(j): np.stack([r[j] for r in results]) for j in range(len(results[0]))} if results else {}
+    np.savez(outputs, **stacked)
+    return {"command": "run", "batches": len(results), "outputs": outputs, "runtime": runner.describe()}

@@ -1,0 +1,104 @@
+"""`edgekit-agent COMMAND [options]`: exactly one JSON document on stdout, logs on stderr.
+
+Any failure becomes `{"schema": 1, "error": {"kind", "message"}}` with a non-zero exit; a
+traceback only ever reaches stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import List, Optional
+
+from . import bench as bench_mod
+from . import deploy
+from .probe import probe
+from .protocol import AgentError, emit, emit_error, log
+
+VERSION = "1"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit 2 with no JSON
+        raise AgentError("bad_request", message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgekit-agent", description="edgekit device agent")
+    sub = p.add_subparsers(dest="command")
+    sub.required = True
+
+    sub.add_parser("version")
+    pr = sub.add_parser("probe")
+    pr.add_argument("--root", default="/", help="read device files under this root (tests)")
+
+    def artifact_args(sp):
+        sp.add_argument("--artifact", required=True)
+        sp.add_argument("--runtime", required=True)
+        sp.add_argument("--sha256")
+        sp.add_argument("--threads", type=int, default=0)
+
+    b = sub.add_parser("bench")
+    artifact_args(b)
+    b.add_argument("--inputs")
+    b.add_argument("--warmup-s", type=float, default=0.5)
+    b.add_argument("--min-runs", type=int, default=50)
+    b.add_argument("--min-s", type=float, default=1.0)
+    b.add_argument("--max-s", type=float, default=30.0)
+    b.add_argument("--max-runs", type=int, default=1000000)
+
+    r = sub.add_parser("run")
+    artifact_args(r)
+    r.add_argument("--inputs", required=True)
+    r.add_argument("--outputs", required=True)
+
+    for name in ("install", "activate", "rollback", "status"):
+        sp = sub.add_parser(name)
+        sp.add_argument("--workdir", default="~/.edgekit")
+        sp.add_argument("--model", required=name != "status")
+        if name in ("install", "activate"):
+            sp.add_argument("--variant", required=True)
+        if name == "install":
+            sp.add_argument("--artifact", required=True)
+            sp.add_argument("--sha256", required=True)
+            sp.add_argument("--meta")
+    return p
+
+
+def dispatch(args) -> dict:
+    if args.command == "version":
+        return {"command": "version", "agent": VERSION, "python": sys.version.split()[0]}
+    if args.command == "probe":
+        return probe(args.root)
+    if args.command == "bench":
+        return bench_mod.bench(args.runtime, args.artifact, args.sha256, args.inputs, args.warmup_s,
+                               args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs)
+    if args.command == "run":
+        return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads)
+    if args.command == "install":
+        return deploy.install(args.workdir, args.model, args.variant, args.artifact, args.sha256, args.meta)
+    if args.command == "activate":
+        return deploy.activate(args.workdir, args.model, args.variant)
+    if args.command == "rollback":
+        return deploy.rollback(args.workdir, args.model)
+    return deploy.status(args.workdir, args.model)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        emit(dispatch(_parser().parse_args(argv)))
+        return 0
+    except AgentError as exc:
+        emit_error(exc.kind, exc.message)
+        return 3
+    except MemoryError:
+        emit_error("out_of_memory", "the agent ran out of memory")
+        return 3
+    except KeyboardInterrupt:
+        emit_error("internal", "interrupted")
+        return 130
+    except Exception as exc:  # a bug: the host still gets one parseable document
+        log(traceback.format_exc())
+        emit_error("internal", "{}: {}".format(type(exc).__name__, " ".join(str(exc).split())[:300]))
+        return 4

@@ -1,0 +1,193 @@
+"""Device facts: what the hardware is, what it may use, which runtimes it has.
+
+Files are read under a configurable root (default "/") so tests can point the probe at trees
+built from real board captures.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Dict, List, Optional
+
+ISA_FLAGS = {
+    "x86": ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+            "amx_tile", "amx_int8", "amx_bf16"),
+    "arm": ("fp", "asimd", "asimdhp", "fphp", "asimddp", "i8mm", "bf16", "sve", "sve2"),
+}
+
+
+def _read(root: str, path: str) -> Optional[str]:
+    try:
+        with open(os.path.join(root, path.lstrip("/")), "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def cpu_facts(root: str) -> dict:
+    text = _read(root, "/proc/cpuinfo") or ""
+    model = None
+    flags: List[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and model is None:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = value.split()
+    family = "arm" if "asimd" in flags or "fp" in flags and "sse" not in flags else "x86"
+    isa = [f for f in ISA_FLAGS[family] if f in flags]
+    return {"model": model, "isa": isa, "isa_family": family}
+
+
+def _cgroup_paths(root: str) -> Dict[str, str]:
+    """controller -> path of this process's cgroup ('' key for cgroup v2)."""
+    out = {}
+    for line in (_read(root, "/proc/self/cgroup") or "").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for ctrl in parts[1].split(",") if parts[1] else [""]:
+                out[ctrl] = parts[2]
+    return out
+
+
+def _cgroup_file(root: str, controller: str, name: str) -> Optional[str]:
+    """A cgroup file for this process, v2 unified or v1 per-controller, walking up to the root."""
+    paths = _cgroup_paths(root)
+    candidates = []
+    if controller in paths:
+        mounts = {"cpu": ("cpu,cpuacct", "cpu"), "memory": ("memory",)}[controller]
+        for mount in mounts:
+            candidates.append(("/sys/fs/cgroup/" + mount, paths[controller]))
+    if "" in paths:
+        candidates.append(("/sys/fs/cgroup", paths[""]))
+    for base, rel in candidates:
+        rel = rel.rstrip("/")
+        while True:
+            value = _read(root, base + rel + "/" + name)
+            if value is not None:
+                return value.strip()
+            if not rel:
+                break
+            rel = rel.rsplit("/", 1)[0]
+    return None
+
+
+def cores(root: str) -> dict:
+    online = os.cpu_count() or 1
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = online
+    quota = None
+    v2 = _cgroup_file(root, "cpu", "cpu.max")
+    if v2 and not v2.startswith("max"):
+        q, p = v2.split()[:2]
+        quota = int(q) / int(p)
+    else:
+        q1 = _cgroup_file(root, "cpu", "cpu.cfs_quota_us")
+        p1 = _cgroup_file(root, "cpu", "cpu.cfs_period_us")
+        if q1 and p1 and int(q1) > 0:
+            quota = int(q1) / int(p1)
+    effective = usable if quota is None else max(1, min(usable, int(quota)))
+    return {"online": online, "affinity": usable, "cgroup_quota": quota, "usable": effective}
+
+
+def memory(root: str) -> dict:
+    info = {}
+    for line in (_read(root, "/proc/meminfo") or "").splitlines():
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            info[key] = int(rest.split()[0]) * 1024
+    limit = None
+    for name in ("memory.max", "memory.limit_in_bytes"):
+        value = _cgroup_file(root, "memory", name)
+        if value and value.isdigit() and int(value) < (1 << 60):
+            limit = int(value)
+            break
+    total = info.get("MemTotal")
+    usable = min(x for x in (total, limit) if x) if (total or limit) else None
+    return {"total_bytes": total, "available_bytes": info.get("MemAvailable"),
+            "cgroup_limit_bytes": limit, "usable_bytes": usable}
+
+
+def board(root: str) -> dict:
+    model = _read(root, "/proc/device-tree/model")
+    tegra = _read(root, "/etc/nv_tegra_release")
+    return {"model": model.strip("\x00\n ") if model else None,
+            "nv_tegra_release": tegra.splitlines()[0].strip() if tegra else None}
+
+
+def os_facts(root: str) -> dict:
+    pretty = None
+    for line in (_read(root, "/etc/os-release") or "").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            pretty = line.split("=", 1)[1].strip().strip('"')
+    return {"name": pretty, "system": platform.system(), "kernel": platform.release()}
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return None
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def runtimes() -> Dict[str, dict]:
+    """Installed runtimes by the agent's runtime names. Only cheap imports happen here."""
+    found = {}
+    ort_version = _version("onnxruntime") or _version("onnxruntime-gpu")
+    if ort_version:
+        entry = {"version": ort_version}
+        try:
+            import onnxruntime
+
+            entry["providers"] = onnxruntime.get_available_providers()
+        except Exception as exc:  # installed but broken (e.g. numpy ABI): say so
+            entry["error"] = " ".join(str(exc).split())[:200]
+        found["onnxruntime"] = entry
+    for dist, name in (("ai-edge-litert", "tflite"), ("tflite-runtime", "tflite"), ("torch", "torch"),
+                       ("executorch", "executorch")):
+        version = _version(dist)
+        if version and name not in found:
+            found[name] = {"version": version, "package": dist}
+    return found
+
+
+def governor(root: str) -> Optional[str]:
+    value = _read(root, "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return value.strip() if value else None
+
+
+def probe(root: str = "/") -> dict:
+    import socket
+
+    warnings = []
+    gov = governor(root)
+    if gov and gov != "performance":
+        warnings.append("CPU governor is {!r}, not 'performance': clocks may scale during a benchmark".format(gov))
+    numpy_version = _version("numpy")
+    if numpy_version is None:
+        warnings.append("numpy is not installed: the agent cannot run models (pip install numpy)")
+    return {
+        "command": "probe",
+        "hostname": socket.gethostname(),
+        "arch": platform.machine(),
+        "cpu": cpu_facts(root),
+        "cores": cores(root),
+        "memory": memory(root),
+        "os": os_facts(root),
+        "board": board(root),
+        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "numpy": numpy_version,
+        "runtimes": runtimes(),
+        "governor": gov,
+        "sensor_root": root,
+        "warnings": warnings,
+    }

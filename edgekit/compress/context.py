@@ -1,0 +1,20 @@
+"""What every builder receives: the model, its spec and data, prepared once per compress run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import Dataset
+from ..spec import ModelSpec
+
+
+@dataclass
+class BuildContext:
+    spec: ModelSpec
+    model: object | None  # eval-mode torch module; None when the user gave an ONNX file
+    model_digest: str  # hash of the weights (or of the ONNX file)
+    calibration: Dataset | None
+    evaluation: Dataset | None
+    reference: np.ndarray | None  # the original model's outputs on `evaluation`

@@ -1,0 +1,64 @@
+"""The content-addressed artifact cache: one folder per key holding the artifact and variant.json.
+
+The key covers everything that changes the bytes or the figures (weights, recipe, options, data,
+converter versions), so compressing twice does no work and a changed input never hits a stale
+entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..spec import Variant
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def lookup(self, key: str) -> Variant | None:
+        """The cached variant for `key`, if complete and its artifact still matches its hash."""
+        meta = self.root / key / "variant.json"
+        if not meta.is_file():
+            return None
+        try:
+            variant = Variant.from_dict(json.loads(meta.read_text()))
+        except (ValueError, TypeError):
+            return None
+        artifact = self.root / key / variant.file
+        if variant.status != "ok" or not artifact.is_file() or file_sha256(artifact) != variant.sha256:
+            return None
+        variant.path = str(artifact)
+        return variant
+
+    def staging(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.root, prefix=".build-"))
+
+    def commit(self, staging: Path, variant: Variant) -> Variant:
+        """Move a finished build into place atomically; a crash leaves only a `.build-*` folder."""
+        (staging / "variant.json").write_text(json.dumps({**variant.to_dict(), "path": ""}, indent=2))
+        final = self.root / variant.cache_key
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        variant.path = str(final / variant.file)
+        return variant

@@ -1,0 +1,54 @@
+"""One exception hierarchy for the host side; cli.py maps it to exit codes and messages.
+
+Every message is one line that says what is wrong and how to fix it, so the CLI can print
+it as-is without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base of every error edgekit reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(EdgekitError):
+    """Bad input from the user: a file, a key, a flag. Nothing has been written yet."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """A TOML file or flag value failed validation."""
+
+
+class ModelError(UsageError):
+    """The model cannot be loaded or does not accept the declared inputs."""
+
+
+class CompressError(EdgekitError):
+    """A converter failed for a recipe."""
+
+
+class DeviceError(EdgekitError):
+    """The device or its agent failed; `kind` is the agent's documented error kind."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, kind: str = "device") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class TransportError(DeviceError):
+    """Bytes could not reach the device or come back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, kind="transport")
+
+
+class SelectionError(EdgekitError):
+    """No variant satisfies the profile's constraints."""
+
+    exit_code = 4

@@ -1,0 +1,1 @@
+"""Bundled example models: real data shipped inside a wheel, trained on first use, cached."""

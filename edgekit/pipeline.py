@@ -1,0 +1,270 @@
+"""The only place that composes stages: compress -> profile -> select -> deploy.
+
+It reports progress through `Events` and never prints, so the CLI decides what a person (or a
+`--json` reader) sees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compress import build_variant
+from .compress.context import BuildContext
+from .compress.parity import compare, onnx_outputs
+from .compress.store import ArtifactStore, cache_key, file_sha256
+from .device import Device
+from .errors import DeviceError, SelectionError
+from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs, load_data, load_torch_model,
+                    reference_outputs, weights_digest)
+from .results import ResultsStore
+from .select import Selection, select
+from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, Variant
+
+SMOKE_SAMPLES = 64
+
+
+class Events:
+    """Progress hooks; the defaults do nothing."""
+
+    def stage(self, name: str, total: int) -> None: ...
+    def step(self, label: str) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Host-side state: the artifact cache and the results store."""
+
+    home: Path
+    db_path: Path
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return ArtifactStore(self.home / "cache")
+
+
+# --------------------------------------------------------------------------- compress
+
+
+def prepare(spec: ModelSpec) -> BuildContext:
+    """Load and check model and data. Raises before anything is written anywhere."""
+    model = load_torch_model(spec)
+    check_model_accepts_inputs(model, spec)
+    calibration = load_data(spec.calibration, spec, "calibration")
+    evaluation = load_data(spec.evaluation, spec, "evaluation")
+    if model is not None:
+        digest = weights_digest(model)
+        reference = reference_outputs(model, evaluation, spec) if evaluation else None
+    else:
+        assert spec.path is not None
+        digest = file_sha256(spec.path)
+        reference = onnx_outputs(spec.path, evaluation, spec) if evaluation else None
+    return BuildContext(spec, model, digest, calibration, evaluation, reference)
+
+
+def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
+             events: Events = Events()) -> list[tuple[Variant, bool]]:
+    store = workspace.artifacts
+    events.stage("compress", len(recipes))
+    built = []
+    for recipe in recipes:
+        events.step(recipe)
+        variant, cached = build_variant(recipe, ctx, store)
+        if variant.status != "ok":
+            events.note(f"{recipe}: failed: {variant.error}")
+        built.append((variant, cached))
+    return built
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def settings_key(settings: BenchSettings, probe: dict[str, Any]) -> str:
+    """Same artifact + same key = the store's measurement can be reused instead of measured again."""
+    return cache_key({
+        "bench": settings.to_dict(),
+        "arch": probe.get("arch"),
+        "cpu": probe.get("cpu", {}).get("model"),
+        "cores": probe.get("cores", {}).get("usable"),
+        "python": probe.get("python", {}).get("version"),
+        "runtimes": {k: v.get("version") for k, v in probe.get("runtimes", {}).items()},
+    })[:16]
+
+
+def _failed(target: str, variant: Variant, key: str, kind: str, message: str) -> Measurement:
+    return Measurement(target=target, variant_id=variant.id, sha256=variant.sha256, status="failed",
+                       error_kind=kind, error_message=message, settings_key=key,
+                       document={"error": {"kind": kind, "message": message}})
+
+
+def profile(device: Device, variants: list[Variant], settings: BenchSettings, results: ResultsStore,
+            run_id: int, probe: dict[str, Any], force: bool = False,
+            events: Events = Events()) -> dict[str, Measurement]:
+    """Measure each built variant on the device (each in a fresh agent process)."""
+    target = device.target.name
+    key = settings_key(settings, probe)
+    present = probe.get("runtimes", {})
+    out: dict[str, Measurement] = {}
+    runnable = [v for v in variants if v.status == "ok"]
+    events.stage(f"bench on {target}", len(runnable))
+    for v in runnable:
+        events.step(v.recipe)
+        if not force:
+            known = results.find_measurement(target, v.sha256, key)
+            if known is not None:
+                known.reused = True
+                out[v.id] = known
+                events.note(f"{v.recipe}: reusing the stored measurement (--force to measure again)")
+                continue
+        if v.runtime not in present or "error" in present[v.runtime]:
+            m = _failed(target, v, key, "runtime_missing", f"{v.runtime} is not usable on {target}")
+        else:
+            try:
+                remote = device.push(v)
+                doc = device.bench(v, remote, settings)
+                m = Measurement(target=target, variant_id=v.id, sha256=v.sha256, status="ok",
+                                stats=doc["latency"], memory=doc["memory"], cold=doc["cold"],
+                                settings_key=key, document=doc)
+            except DeviceError as exc:
+                m = _failed(target, v, key, exc.kind, str(exc))
+        results.save_measurement(run_id, m)
+        out[v.id] = m
+    return out
+
+
+# --------------------------------------------------------------------------- deploy
+
+
+@dataclass
+class DeployResult:
+    target: str
+    model: str
+    run_id: int
+    variants: list[Variant]
+    cached: dict[str, bool]
+    selection: Selection
+    probe: dict[str, Any]
+    smoke: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = self.selection.chosen
+        return {
+            "target": self.target,
+            "model": self.model,
+            "run_id": self.run_id,
+            "objective": self.selection.objective,
+            "chosen": chosen.variant.id if chosen else None,
+            "chosen_recipe": chosen.variant.recipe if chosen else None,
+            "variants": [_row_dict(r, self.cached.get(r.variant.id, False)) for r in self.selection.rows],
+            "smoke_test": self.smoke,
+            "deployment": self.status,
+        }
+
+
+def _row_dict(row, cached: bool) -> dict[str, Any]:
+    m = row.measurement
+    return {
+        "id": row.variant.id, "recipe": row.variant.recipe, "format": row.variant.format,
+        "precision": row.variant.precision, "size_bytes": row.variant.size_bytes, "sha256": row.variant.sha256,
+        "metrics": row.variant.metrics, "status": row.status, "reason": row.reason, "cached": cached,
+        "measurement_reused": bool(m and m.reused),
+        "latency": m.stats if m else None, "memory": m.memory if m else None, "cold": m.cold if m else None,
+        "error": {"kind": m.error_kind, "message": m.error_message} if m and m.status != "ok" else None,
+    }
+
+
+def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
+            command: str, force: bool = False, events: Events = Events()) -> tuple[DeployResult, ResultsStore]:
+    """compress -> probe -> bench -> select. The results store is opened only once inputs are valid."""
+    built = compress(ctx, prof.recipes, workspace, events)
+    variants = [v for v, _ in built]
+    events.stage(f"probe {target.name}", 1)
+    events.step("probe")
+    probe = device.probe()
+    results = ResultsStore(workspace.db_path)
+    run_id = results.start_run(command, ctx.spec.name, prof.name)
+    results.save_probe(run_id, target.name, probe)
+    for v in variants:
+        if v.status == "ok":
+            results.save_variant(v)
+    measured = profile(device, variants, prof.bench, results, run_id, probe, force, events)
+    selection = select(variants, measured, prof.select)
+    result = DeployResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built},
+                          selection, probe)
+    return result, results
+
+
+def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_path: str) -> dict[str, Any]:
+    """The installed artifact's outputs on the device against the original model's.
+
+    The tolerance is what the same artifact achieves on the host for the same samples: the device
+    may differ by at most twice the host's max abs diff and 1.5 times its mean abs diff, and lose
+    at most one more top-1 match (or 2 %, whichever is larger). Comparing like with like keeps a
+    small sample from failing a good build.
+    """
+    data = ctx.evaluation.head(SMOKE_SAMPLES) if ctx.evaluation else Dataset(example_inputs(ctx.spec))
+    feeds = list(batches(data, ctx.spec))
+    if ctx.evaluation is not None and ctx.reference is not None:
+        reference = ctx.reference[: len(data)]
+    elif ctx.model is not None:
+        reference = reference_outputs(ctx.model, data, ctx.spec)
+    else:
+        reference = onnx_outputs(ctx.spec.path, data, ctx.spec)
+    on_host = compare(onnx_outputs(Path(variant.path), data, ctx.spec), reference, data.labels)
+    on_device = compare(device.run(variant, installed_path, feeds), reference, data.labels)
+    allowed_diff = max(2 * on_host["max_abs_diff"], 1e-4)
+    allowed_mean = max(1.5 * on_host["mean_abs_diff"], 1e-5)
+    problems = []
+    if on_device["max_abs_diff"] > allowed_diff:
+        problems.append(f"max abs diff {on_device['max_abs_diff']:.3g} > {allowed_diff:.3g}")
+    if on_device["mean_abs_diff"] > allowed_mean:
+        problems.append(f"mean abs diff {on_device['mean_abs_diff']:.3g} > {allowed_mean:.3g}")
+    if "top1_agreement" in on_device:
+        slack = max(0.02, 1.0 / on_device["samples"])
+        if on_device["top1_agreement"] < on_host["top1_agreement"] - slack:
+            problems.append(f"top-1 agreement {on_device['top1_agreement']:.3f} < {on_host['top1_agreement']:.3f} "
+                            f"on the host - {slack:.3f}")
+    return {"passed": not problems, "problems": problems, "samples": on_device["samples"],
+            "max_abs_diff": on_device["max_abs_diff"], "allowed_max_abs_diff": allowed_diff,
+            "mean_abs_diff": on_device["mean_abs_diff"], "allowed_mean_abs_diff": allowed_mean,
+            "top1_agreement": on_device.get("top1_agreement"), "host_top1_agreement": on_host.get("top1_agreement"),
+            "mean_cosine": on_device["mean_cosine"]}
+
+
+def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
+           force: bool = False, events: Events = Events()) -> DeployResult:
+    """Measure, choose, stage the winner, smoke-test it on the device, then switch `current`.
+
+    Any failure before the switch leaves the previous deployment current.
+    """
+    result, results = measure(ctx, target, prof, device, workspace, "deploy", force, events)
+    with results:
+        chosen = result.selection.chosen
+        if chosen is None:
+            reasons = "; ".join(f"{r.variant.recipe}: {r.reason}" for r in result.selection.rows)
+            raise SelectionError(f"no variant meets profile {prof.name} on {target.name} ({reasons}). "
+                                 f"Fix: relax [select] constraints in {prof.source} or add recipes")
+        variant = chosen.variant
+        events.stage(f"install on {target.name}", 3)
+        events.step("stage")
+        remote = device.push(variant)
+        staged = device.install(variant, remote)
+        events.step("smoke test")
+        result.smoke = smoke_test(ctx, device, variant, staged["path"])
+        if not result.smoke["passed"]:
+            message = "; ".join(result.smoke["problems"])
+            results.record_deployment(result.run_id, target.name, ctx.spec.name, variant.id, "install", False,
+                                      f"smoke test failed: {message}")
+            raise DeviceError(f"target {target.name}: the installed {variant.recipe} failed its smoke test "
+                              f"({message}); the previous deployment stays current", kind="smoke_failed")
+        events.step("switch current")
+        result.status = device.activate(ctx.spec.name, variant.id)
+        results.record_deployment(result.run_id, target.name, ctx.spec.name, variant.id, "install", True,
+                                  json.dumps(result.smoke))
+    return result

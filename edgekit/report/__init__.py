@@ -1,0 +1,1 @@
+"""Views of results: terminal tables now; HTML, CSV and Markdown later."""

@@ -1,0 +1,67 @@
+"""Terminal tables (rich). Colour on a TTY, plain aligned text otherwise."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from ..select import Selection
+from ..spec import Variant
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:+.2f}" if signed else f"{value * 100:.2f}"
+
+
+def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
+    table = Table(title="Variants", title_justify="left")
+    for col, justify in (("recipe", "left"), ("size", "right"),
+                         ("accuracy %", "right"), ("drop pts", "right"), ("top-1 agree %", "right"),
+                         ("max |diff|", "right"), ("", "left")):
+        table.add_column(col, justify=justify)
+    for v, cached in variants:
+        m = v.metrics
+        if v.status != "ok":
+            table.add_row(v.recipe, "-", "-", "-", "-", "-",
+                          Text(f"failed: {v.error}", style="red"))
+            continue
+        table.add_row(v.recipe, _size(v.size_bytes), _pct(m.get("accuracy")),
+                      _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")),
+                      f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", "cached" if cached else "built")
+    return table
+
+
+def selection_table(selection: Selection, target: str) -> Table:
+    table = Table(title=f"{target}: variants by {selection.objective}", title_justify="left")
+    for col, justify in (("", "left"), ("recipe", "left"), ("size", "right"), ("accuracy %", "right"),
+                         ("drop pts", "right"), ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
+                         ("CV %", "right"), ("peak RSS MB", "right"), ("decision", "left")):
+        table.add_column(col, justify=justify)
+    for row in selection.rows:
+        v, m = row.variant, row.measurement
+        stats = m.stats if m and m.status == "ok" else {}
+        rss = m.memory.get("peak_rss_mb") if m and m.status == "ok" else None
+        mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[row.status]
+        decision = Text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
+        table.add_row(Text(mark, style=style), v.recipe, _size(v.size_bytes) if v.size_bytes else "-",
+                      _pct(v.metrics.get("accuracy")), _pct(v.metrics.get("accuracy_drop")),
+                      _ms(stats.get("p50_ms")), _ms(stats.get("p90_ms")), _ms(stats.get("p99_ms")),
+                      f"{stats['cv'] * 100:.1f}" if "cv" in stats else "-",
+                      f"{rss:.0f}" if rss is not None else "-", decision)
+    return table

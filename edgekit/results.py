@@ -1,0 +1,149 @@
+"""The SQLite results store (WAL mode). Every measurement ever taken is kept, failures included.
+
+Rows carry the figures selection and reports query, plus the agent's whole document as JSON so
+nothing the device said is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import __version__
+from .spec import Measurement, Variant
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started TEXT NOT NULL,
+    command TEXT NOT NULL,
+    model TEXT,
+    profile TEXT,
+    edgekit_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS variants (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    recipe TEXT NOT NULL,
+    sha256 TEXT,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS probes (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    target TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (run_id, target)
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    target TEXT NOT NULL,
+    variant_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    settings_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error_kind TEXT,
+    error_message TEXT,
+    p50_ms REAL, p90_ms REAL, p99_ms REAL, mean_ms REAL, cv REAL,
+    peak_rss_mb REAL,
+    document TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_lookup ON measurements (target, sha256, settings_key, status);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER REFERENCES runs(id),
+    target TEXT NOT NULL,
+    model TEXT NOT NULL,
+    variant_id TEXT,
+    action TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    message TEXT,
+    created TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultsStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start_run(self, command: str, model: str | None, profile: str | None) -> int:
+        with self.db:
+            cur = self.db.execute("INSERT INTO runs (started, command, model, profile, edgekit_version) "
+                                  "VALUES (?, ?, ?, ?, ?)", (_now(), command, model, profile, __version__))
+        return int(cur.lastrowid)
+
+    def save_variant(self, variant: Variant) -> None:
+        doc = {**variant.to_dict(), "path": ""}
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO variants (id, model, recipe, sha256, document) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            (variant.id, variant.model, variant.recipe, variant.sha256, json.dumps(doc)))
+
+    def save_probe(self, run_id: int, target: str, probe: dict[str, Any]) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO probes (run_id, target, document) VALUES (?, ?, ?)",
+                            (run_id, target, json.dumps(probe)))
+
+    def save_measurement(self, run_id: int, m: Measurement) -> None:
+        """Committed at once: a crash later in the run keeps what was measured."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO measurements (run_id, target, variant_id, sha256, settings_key, status, error_kind, "
+                "error_message, p50_ms, p90_ms, p99_ms, mean_ms, cv, peak_rss_mb, document, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, m.target, m.variant_id, m.sha256, m.settings_key, m.status, m.error_kind, m.error_message,
+                 m.stats.get("p50_ms"), m.stats.get("p90_ms"), m.stats.get("p99_ms"), m.stats.get("mean_ms"),
+                 m.stats.get("cv"), m.memory.get("peak_rss_mb"), json.dumps(m.document), _now()))
+
+    def find_measurement(self, target: str, sha256: str, settings_key: str) -> Measurement | None:
+        """The newest successful measurement of this artifact on this device with these settings."""
+        row = self.db.execute(
+            "SELECT * FROM measurements WHERE target=? AND sha256=? AND settings_key=? AND status='ok' "
+            "ORDER BY id DESC LIMIT 1", (target, sha256, settings_key)).fetchone()
+        return _measurement(row) if row else None
+
+    def measurements(self, run_id: int) -> list[Measurement]:
+        rows = self.db.execute("SELECT * FROM measurements WHERE run_id=? ORDER BY id", (run_id,))
+        return [_measurement(r) for r in rows]
+
+    def record_deployment(self, run_id: int | None, target: str, model: str, variant_id: str | None,
+                          action: str, ok: bool, message: str = "") -> None:
+        with self.db:
+            self.db.execute("INSERT INTO deployments (run_id, target, model, variant_id, action, ok, message, created) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (run_id, target, model, variant_id, action, int(ok), message, _now()))
+
+    def rows(self, sql: str, *args: Any) -> Iterator[sqlite3.Row]:
+        return iter(self.db.execute(sql, args).fetchall())
+
+
+def _measurement(row: sqlite3.Row) -> Measurement:
+    doc = json.loads(row["document"])
+    return Measurement(target=row["target"], variant_id=row["variant_id"], sha256=row["sha256"],
+                       status=row["status"], stats=doc.get("latency", {}), memory=doc.get("memory", {}),
+                       cold=doc.get("cold", {}), error_kind=row["error_kind"], error_message=row["error_message"],
+                       settings_key=row["settings_key"], document=doc)

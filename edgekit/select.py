@@ -1,0 +1,111 @@
+"""Constraints + objective -> the chosen variant, with a reason for every other one.
+
+Pure: variants and measurements in, a Selection out. When the best latency is within noise of
+others (their medians' 95 % intervals overlap), the smallest artifact among them wins, so the
+choice does not flip between runs on a noisy device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .spec import Measurement, SelectSettings, Variant
+
+LATENCY_OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms")
+
+
+@dataclass
+class Row:
+    variant: Variant
+    measurement: Measurement | None
+    status: str  # chosen | eligible | rejected
+    reason: str
+    objective: float | None = None
+
+
+@dataclass
+class Selection:
+    objective: str
+    rows: list[Row]
+
+    @property
+    def chosen(self) -> Row | None:
+        return next((r for r in self.rows if r.status == "chosen"), None)
+
+
+def _objective_value(objective: str, variant: Variant, m: Measurement) -> float | None:
+    if objective == "size_bytes":
+        return float(variant.size_bytes)
+    return m.figure(objective)
+
+
+def _violations(variant: Variant, m: Measurement, constraints: dict[str, float]) -> list[str]:
+    out = []
+    limit = constraints.get("max_accuracy_drop")
+    if limit is not None:
+        drop = variant.accuracy_drop
+        if drop is None:
+            out.append("no accuracy figures to check max_accuracy_drop (add [data] evaluation)")
+        elif drop > limit + 1e-12:
+            out.append(f"accuracy drop {drop * 100:.2f} pts > {limit * 100:.2f}")
+    checks = (("max_peak_rss_mb", m.figure("peak_rss_mb"), "peak RSS", "MB"),
+              ("max_p90_ms", m.figure("p90_ms"), "p90", "ms"),
+              ("max_size_mb", variant.size_bytes / 1e6, "size", "MB"))
+    for key, value, label, unit in checks:
+        if key in constraints and value is not None and value > constraints[key]:
+            out.append(f"{label} {value:.3g} {unit} > {constraints[key]:g}")
+    return out
+
+
+def _ci(m: Measurement) -> tuple[float, float] | None:
+    ci = m.stats.get("ci95_median_ms")
+    return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
+
+
+def select(variants: list[Variant], measurements: dict[str, Measurement], settings: SelectSettings) -> Selection:
+    objective = settings.objective
+    rows: list[Row] = []
+    feasible: list[Row] = []
+    for v in variants:
+        m = measurements.get(v.id)
+        if v.status != "ok":
+            rows.append(Row(v, m, "rejected", f"build failed: {v.error}"))
+            continue
+        if m is None:
+            rows.append(Row(v, None, "rejected", "not measured on this target"))
+            continue
+        if m.status != "ok":
+            rows.append(Row(v, m, "rejected", f"benchmark failed ({m.error_kind}): {m.error_message}"))
+            continue
+        problems = _violations(v, m, settings.constraints)
+        value = _objective_value(objective, v, m)
+        if value is None:
+            problems.append(f"{objective} was not measured")
+        row = Row(v, m, "rejected" if problems else "eligible", "; ".join(problems), value)
+        rows.append(row)
+        if not problems:
+            feasible.append(row)
+
+    if feasible:
+        feasible.sort(key=lambda r: (r.objective, r.variant.size_bytes))
+        best = feasible[0]
+        tied = [best]
+        if objective in LATENCY_OBJECTIVES and _ci(best.measurement):
+            lo_best, hi_best = _ci(best.measurement)
+            for r in feasible[1:]:
+                ci = _ci(r.measurement)
+                if ci and ci[0] <= hi_best and lo_best <= ci[1]:
+                    tied.append(r)
+        winner = min(tied, key=lambda r: (r.variant.size_bytes, r.objective))
+        winner.status = "chosen"
+        if len(tied) > 1:
+            others = ", ".join(r.variant.recipe for r in tied if r is not winner)
+            winner.reason = f"lowest {objective} within noise of {others} (median CIs overlap); smallest artifact"
+        else:
+            winner.reason = f"lowest {objective} meeting every constraint"
+        for r in feasible:
+            if r is not winner:
+                delta = (r.objective / winner.objective - 1) * 100 if winner.objective else 0.0
+                r.reason = (f"{objective} {delta:+.0f}% vs chosen" +
+                            ("; within noise but larger" if r in tied else ""))
+    return Selection(objective, rows)

@@ -1,0 +1,450 @@
+"""The data that crosses module lines, and loading it from TOML with errors a user can act on.
+
+Every validation error names the file, the key and the fix, because the person reading it is
+editing that file and should not need a traceback to find the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
+OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms", "size_bytes", "peak_rss_mb", "energy_mj")
+CONSTRAINTS = ("max_accuracy_drop", "max_peak_rss_mb", "max_p90_ms", "max_size_mb")
+TRANSPORTS = ("local", "ssh")
+
+
+# --------------------------------------------------------------------------- data classes
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the model and its data come from. Exactly one of `factory` or `path` is set."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    factory: str | None = None
+    checkpoint: Path | None = None
+    path: Path | None = None
+    calibration: str | None = None
+    evaluation: str | None = None
+    training: str | None = None
+    source: str = "flags"
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.path is not None and self.path.suffix == ".onnx"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    transport: str = "ssh"
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    python: str | None = None
+    workdir: str = "~/.edgekit"
+    arch: str | None = None
+    runtimes: tuple[str, ...] = ()
+    power: str | None = None
+    sensor_root: str | None = None
+    notes: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    warmup_s: float = 0.5
+    min_runs: int = 50
+    min_s: float = 1.0
+    max_s: float = 30.0
+    threads: int = 0  # 0: the runtime's default
+    max_runs: int = 20000  # bounds the samples kept for very fast models
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    objective: str = "p90_ms"
+    constraints: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    recipes: tuple[str, ...]
+    bench: BenchSettings
+    select: SelectSettings
+    source: str = ""
+
+
+@dataclass
+class Variant:
+    """One built artifact and what the host knows about it. Serialised as `variant.json`."""
+
+    id: str
+    recipe: str
+    format: str
+    precision: str
+    runtime: str
+    model: str
+    file: str = ""
+    sha256: str = ""
+    size_bytes: int = 0
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    converters: dict[str, str] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    cache_key: str = ""
+    created: str = ""
+    path: str = ""  # absolute path of the artifact on the host; not part of the identity
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Variant:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        return self.metrics.get("accuracy_drop")
+
+
+@dataclass
+class Measurement:
+    """One variant measured on one device: the agent's bench document, flattened for the store."""
+
+    target: str
+    variant_id: str
+    sha256: str
+    status: str  # ok | failed
+    stats: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    cold: dict[str, Any] = field(default_factory=dict)
+    error_kind: str | None = None
+    error_message: str | None = None
+    settings_key: str = ""
+    document: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False  # taken from the store instead of measured in this run
+
+    def figure(self, name: str) -> float | None:
+        """A figure by the names profiles use (`p90_ms`, `peak_rss_mb`, ...)."""
+        if name == "peak_rss_mb":
+            return self.memory.get("peak_rss_mb")
+        return self.stats.get(name)
+
+
+# --------------------------------------------------------------------------- TOML reading
+
+
+class _Table:
+    """Reads typed values out of one TOML table, raising SpecError that names file and key."""
+
+    def __init__(self, data: dict[str, Any], file: str, section: str) -> None:
+        self.data = data
+        self.file = file
+        self.section = section
+
+    def fail(self, key: str, problem: str, fix: str) -> SpecError:
+        where = f"[{self.section}] {key}" if self.section else key
+        return SpecError(f"{self.file}: {where}: {problem}. Fix: {fix}")
+
+    def unknown_keys(self, allowed: set[str]) -> None:
+        extra = sorted(set(self.data) - allowed)
+        if extra:
+            raise self.fail(extra[0], "unknown key", f"use one of {', '.join(sorted(allowed))}")
+
+    def text(self, key: str, default: str | None = None, required: bool = False) -> str | None:
+        if key not in self.data:
+            if required:
+                raise self.fail(key, "missing", f'add {key} = "..."')
+            return default
+        value = self.data[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"expected a non-empty string, got {value!r}", f'write {key} = "..."')
+        return value
+
+    def number(self, key: str, default: float, minimum: float = 0.0, integer: bool = False) -> Any:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok_type or value < minimum:
+            kind = "an integer" if integer else "a number"
+            raise self.fail(key, f"expected {kind} >= {minimum}, got {value!r}", f"write {key} = {default}")
+        return int(value) if integer else float(value)
+
+    def str_list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(key, f"expected a list of strings, got {value!r}", f'write {key} = ["..."]')
+        return tuple(value)
+
+    def table(self, key: str) -> _Table:
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {value!r}", f"write [{key}] on its own line")
+        section = f"{self.section}.{key}" if self.section else key
+        return _Table(value, self.file, section)
+
+
+def read_toml(path: Path) -> _Table:
+    if not path.is_file():
+        raise SpecError(f"{path}: file not found. Fix: check the path, or create it")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: malformed TOML ({exc}). Fix: correct the syntax at that line") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text. Fix: save the file as UTF-8") from None
+    return _Table(data, str(path), "")
+
+
+# --------------------------------------------------------------------------- model spec
+
+
+def parse_input(text: str) -> InputSpec:
+    """`NAME:1x1x8x8[:float32]` from a flag."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise SpecError(f"--input {text!r}: expected NAME:SHAPE[:DTYPE] such as input:1x3x224x224:float32. Fix: use that form")
+    try:
+        shape = tuple(int(d) for d in parts[1].lower().split("x"))
+    except ValueError:
+        raise SpecError(f"--input {text!r}: shape {parts[1]!r} is not integers joined by 'x'. Fix: write e.g. 1x3x224x224") from None
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    return _check_input(InputSpec(parts[0], shape, dtype), lambda problem, fix: SpecError(f"--input {text!r}: {problem}. Fix: {fix}"))
+
+
+def _check_input(spec: InputSpec, fail) -> InputSpec:
+    if not spec.shape or any(d <= 0 for d in spec.shape):
+        raise fail(f"shape {list(spec.shape)} must be non-empty positive integers", "give every dimension, e.g. [1, 3, 224, 224]")
+    if spec.dtype not in DTYPES:
+        raise fail(f"dtype {spec.dtype!r} is not supported", f"use one of {', '.join(DTYPES)}")
+    return spec
+
+
+def load_model_spec(path: Path) -> ModelSpec:
+    doc = read_toml(path)
+    doc.unknown_keys({"model", "data"})
+    model = doc.table("model")
+    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs"})
+    data = doc.table("data")
+    data.unknown_keys({"calibration", "evaluation", "training"})
+    base = path.parent
+
+    factory = model.text("factory")
+    model_path = model.text("path")
+    if bool(factory) == bool(model_path):
+        raise model.fail("factory", "exactly one of factory or path must be set",
+                         'write factory = "package.module:function" or path = "model.onnx"')
+    if factory and ":" not in factory:
+        raise model.fail("factory", f"{factory!r} is not module:function", 'write factory = "package.module:function"')
+
+    raw_inputs = model.data.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise model.fail("inputs", "missing or empty", 'write inputs = [{ name = "input", shape = [1, 3, 224, 224], dtype = "float32" }]')
+    inputs = []
+    for i, item in enumerate(raw_inputs):
+        key = f"inputs[{i}]"
+        if not isinstance(item, dict):
+            raise model.fail(key, f"expected a table, got {item!r}", '{ name = "input", shape = [1, 3, 224, 224] }')
+        name, shape, dtype = item.get("name"), item.get("shape"), item.get("dtype", "float32")
+        if not isinstance(name, str) or not name:
+            raise model.fail(f"{key}.name", "missing", 'add name = "input"')
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise model.fail(f"{key}.shape", f"expected a list of integers, got {shape!r}", "write shape = [1, 3, 224, 224]")
+        if not isinstance(dtype, str):
+            raise model.fail(f"{key}.dtype", f"expected a string, got {dtype!r}", 'write dtype = "float32"')
+        inputs.append(_check_input(InputSpec(name, tuple(shape), dtype),
+                                   lambda problem, fix, k=key: model.fail(k, problem, fix)))
+
+    def rel(value: str | None) -> Path | None:
+        return None if value is None else (base / value).resolve()
+
+    def data_ref(key: str) -> str | None:
+        value = data.text(key)
+        if value is None or ":" in value and not value.endswith((".npz", ".npy")):
+            return value  # entry point module:function
+        resolved = rel(value)
+        if not resolved.is_file():
+            raise data.fail(key, f"file {resolved} not found", "point it at an existing .npz/.npy file or a module:function")
+        return str(resolved)
+
+    checkpoint = rel(model.text("checkpoint"))
+    if checkpoint is not None and not checkpoint.is_file():
+        raise model.fail("checkpoint", f"file {checkpoint} not found", "point it at an existing weights file")
+    resolved_path = rel(model_path)
+    if resolved_path is not None and not resolved_path.is_file():
+        raise model.fail("path", f"file {resolved_path} not found", "point it at an existing .pt, .ts or .onnx file")
+
+    return ModelSpec(
+        name=model.text("name", required=True),
+        inputs=tuple(inputs),
+        factory=factory,
+        checkpoint=checkpoint,
+        path=resolved_path,
+        calibration=data_ref("calibration"),
+        evaluation=data_ref("evaluation"),
+        training=data_ref("training"),
+        source=str(path),
+    )
+
+
+# --------------------------------------------------------------------------- targets and profiles
+
+
+def _builtin_dir(kind: str) -> Path:
+    """The shipped `targets/` or `profiles/`: a package in an install, the repo folder in a checkout."""
+    try:
+        return Path(str(resources.files(f"edgekit.builtin.{kind}")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / kind
+
+
+def search_dirs(kind: str) -> list[Path]:
+    """Where NAME.toml is looked up, first match wins: the project, the user, the built-ins."""
+    config = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "edgekit" / kind
+    dirs = [Path.cwd() / kind, config, _builtin_dir(kind)]
+    seen: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [s.resolve() for s in seen]:
+            seen.append(d)
+    return seen
+
+
+def available(kind: str) -> dict[str, Path]:
+    """Every NAME -> file of a kind, with the earlier search directories overriding later ones."""
+    found: dict[str, Path] = {}
+    for d in reversed(search_dirs(kind)):
+        if d.is_dir():
+            for f in sorted(d.glob("*.toml")):
+                found[f.stem] = f
+    return dict(sorted(found.items()))
+
+
+def _find(kind: str, name: str, flag: str) -> Path:
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise SpecError(f"{flag} {name}: file not found. Fix: check the path")
+        return path
+    found = available(kind)
+    if name not in found:
+        names = ", ".join(found) or "none"
+        raise SpecError(f"{flag} {name}: unknown {kind[:-1]}. Fix: use one of {names}, "
+                        f"or add {kind}/{name}.toml")
+    return found[name]
+
+
+def load_target(name: str) -> Target:
+    path = _find("targets", name, "--target")
+    doc = read_toml(path)
+    doc.unknown_keys({"host", "user", "port", "python", "workdir", "arch", "runtimes", "power",
+                      "notes", "transport", "sensor_root"})
+    transport = doc.text("transport", default="ssh")
+    if transport not in TRANSPORTS:
+        raise doc.fail("transport", f"{transport!r} is not known", f"use one of {', '.join(TRANSPORTS)}")
+    host = doc.text("host")
+    if transport == "ssh" and not host:
+        raise doc.fail("host", "missing for an ssh target", 'add host = "an address or ~/.ssh/config alias"')
+    port = doc.number("port", default=0, minimum=0, integer=True) or None
+    if port is not None and port > 65535:
+        raise doc.fail("port", f"{port} is not a TCP port", "use 1-65535")
+    return Target(
+        name=path.stem,
+        transport=transport,
+        host=host,
+        user=doc.text("user"),
+        port=port,
+        python=doc.text("python"),
+        workdir=doc.text("workdir", default="~/.edgekit"),
+        arch=doc.text("arch"),
+        runtimes=doc.str_list("runtimes"),
+        power=doc.text("power"),
+        sensor_root=doc.text("sensor_root"),
+        notes=doc.text("notes", default="") or "",
+        source=str(path),
+    )
+
+
+def load_profile(name: str) -> Profile:
+    from .compress.registry import parse_recipe  # light: no converter imports
+
+    path = _find("profiles", name, "--profile")
+    doc = read_toml(path)
+    doc.unknown_keys({"build", "bench", "select", "description"})
+    build = doc.table("build")
+    build.unknown_keys({"recipes"})
+    recipes = build.str_list("recipes")
+    if not recipes:
+        raise build.fail("recipes", "missing or empty", 'write recipes = ["onnx:fp32", "onnx:int8-static"]')
+    for recipe in recipes:
+        try:
+            parse_recipe(recipe)
+        except SpecError as exc:
+            raise build.fail("recipes", str(exc), "use a recipe from `edgekit recipes`") from None
+
+    bench = doc.table("bench")
+    bench.unknown_keys({f.name for f in dataclasses.fields(BenchSettings)})
+    d = BenchSettings()
+    settings = BenchSettings(
+        warmup_s=bench.number("warmup_s", d.warmup_s),
+        min_runs=bench.number("min_runs", d.min_runs, minimum=1, integer=True),
+        min_s=bench.number("min_s", d.min_s),
+        max_s=bench.number("max_s", d.max_s, minimum=0.1),
+        threads=bench.number("threads", d.threads, integer=True),
+        max_runs=bench.number("max_runs", d.max_runs, minimum=1, integer=True),
+    )
+
+    select = doc.table("select")
+    select.unknown_keys({"objective", "constraints"})
+    objective = select.text("objective", default="p90_ms")
+    if objective not in OBJECTIVES:
+        raise select.fail("objective", f"{objective!r} is not known", f"use one of {', '.join(OBJECTIVES)}")
+    limits = select.table("constraints")
+    limits.unknown_keys(set(CONSTRAINTS))
+    constraints = {key: limits.number(key, 0.0) for key in CONSTRAINTS if key in limits.data}
+    return Profile(
+        name=path.stem,
+        recipes=recipes,
+        bench=settings,
+        select=SelectSettings(objective=objective, constraints=constraints),
+        source=str(path),
+    )
+
+
+def default_python(target: Target) -> str:
+    """The interpreter that runs the agent: the target's, or for `local` this very Python."""
+    if target.python:
+        return target.python
+    return sys.executable if target.transport == "local" else "python3"

@@ -1,0 +1,60 @@
+"""The local transport: the device is this machine, reached through subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import DeviceError, TransportError
+from . import Completed
+
+
+class LocalTransport:
+    name = "local"
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = Path(home or Path.home())
+
+    def _abs(self, remote: str) -> Path:
+        path = Path(os.path.expanduser(remote))
+        return path if path.is_absolute() else self.home / path
+
+    def run(self, argv: Sequence[str], timeout: float) -> Completed:
+        try:
+            proc = subprocess.run(list(argv), cwd=self.home, capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{argv[0]} did not finish in {timeout:.0f}s on the local device; raise the "
+                              f"profile's [bench] max_s or check what is hogging the CPU", kind="timeout") from None
+        except OSError as exc:
+            raise TransportError(f"cannot start {argv[0]!r} locally: {exc.strerror}. Fix: set the target's "
+                                 f"python to an existing interpreter") from None
+        return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+    def put(self, local: str, remote: str) -> None:
+        dest = self._abs(remote)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            os.close(fd)
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise TransportError(f"cannot write {dest}: {exc.strerror}. Fix: free space or set the target's "
+                                 f"workdir to a writable folder") from None
+
+    def get(self, remote: str, local: str) -> None:
+        try:
+            shutil.copyfile(self._abs(remote), local)
+        except OSError as exc:
+            raise TransportError(f"cannot read {self._abs(remote)}: {exc.strerror}") from None
+
+    def exists(self, remote: str) -> bool:
+        return self._abs(remote).exists()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""Selection is pure: these inputs are plain data, the rules are the product."""
+
+from edgekit.select import select
+from edgekit.spec import Measurement, SelectSettings, Variant
+
+
+def variant(vid, drop=0.0, size=1000, status="ok"):
+    return Variant(id=vid, recipe=vid, format="onnx", precision="fp32", runtime="onnxruntime", model="m",
+                   sha256=vid, size_bytes=size, status=status, error=None if status == "ok" else "boom",
+                   metrics={"accuracy_drop": drop})
+
+
+def measured(vid, p90, ci=None, rss=50.0, status="ok"):
+    ci = ci or (p90 * 0.9, p90 * 0.95)
+    return Measurement(target="t", variant_id=vid, sha256=vid, status=status,
+                       stats={"p90_ms": p90, "p50_ms": p90 * 0.9, "ci95_median_ms": list(ci)},
+                       memory={"peak_rss_mb": rss}, error_kind=None if status == "ok" else "load_failed",
+                       error_message=None if status == "ok" else "bad file")
+
+
+def test_fastest_within_accuracy_budget_wins_and_every_reject_has_a_reason():
+    vs = [variant("fp32"), variant("int8", drop=0.03, size=300), variant("fp16", drop=0.005, size=500)]
+    ms = {"fp32": measured("fp32", 10.0, (8.9, 9.1)), "int8": measured("int8", 4.0, (3.5, 3.7)),
+          "fp16": measured("fp16", 6.0, (5.3, 5.5))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {"max_accuracy_drop": 0.01}))
+    assert sel.chosen.variant.id == "fp16"
+    by_id = {r.variant.id: r for r in sel.rows}
+    assert by_id["int8"].status == "rejected" and "accuracy drop 3.00 pts > 1.00" in by_id["int8"].reason
+    assert by_id["fp32"].status == "eligible" and "+67%" in by_id["fp32"].reason
+
+
+def test_overlapping_intervals_are_a_tie_broken_by_size():
+    vs = [variant("a", size=2000), variant("b", size=500)]
+    ms = {"a": measured("a", 5.00, (4.40, 4.60)), "b": measured("b", 5.05, (4.50, 4.70))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "b"
+    assert "within noise" in sel.chosen.reason
+
+
+def test_clear_difference_is_not_a_tie():
+    vs = [variant("a", size=2000), variant("b", size=500)]
+    ms = {"a": measured("a", 5.0, (4.4, 4.5)), "b": measured("b", 6.0, (5.4, 5.5))}
+    assert select(vs, ms, SelectSettings("p90_ms", {})).chosen.variant.id == "a"
+
+
+def test_failures_and_memory_limits_reject_with_reasons():
+    vs = [variant("broken", status="failed"), variant("crashed"), variant("fat"), variant("unmeasured")]
+    ms = {"crashed": measured("crashed", 1.0, status="failed"), "fat": measured("fat", 2.0, rss=900)}
+    sel = select(vs, ms, SelectSettings("p90_ms", {"max_peak_rss_mb": 256}))
+    assert sel.chosen is None
+    reasons = {r.variant.id: r.reason for r in sel.rows}
+    assert reasons["broken"] == "build failed: boom"
+    assert reasons["crashed"].startswith("benchmark failed (load_failed)")
+    assert "peak RSS 900 MB > 256" in reasons["fat"]
+    assert reasons["unmeasured"] == "not measured on this target"
+
+
+def test_size_objective_and_missing_accuracy():
+    vs = [variant("big", size=9000), variant("small", size=100)]
+    vs[1].metrics = {}
+    ms = {"big": measured("big", 1.0), "small": measured("small", 1.0)}
+    sel = select(vs, ms, SelectSettings("size_bytes", {"max_accuracy_drop": 0.01}))
+    assert sel.chosen.variant.id == "big"
+    assert "no accuracy figures" in {r.variant.id: r for r in sel.rows}["small"].reason

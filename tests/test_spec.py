@@ -1,0 +1,103 @@
+"""Every bad field names the file, the key and the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from edgekit.errors import SpecError
+from edgekit.spec import available, load_model_spec, load_profile, load_target, parse_input
+
+GOOD_MODEL = """
+[model]
+name = "m"
+factory = "pkg.mod:build"
+inputs = [{ name = "input", shape = [1, 1, 8, 8], dtype = "float32" }]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "edgekit.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_good_model_spec(tmp_path):
+    spec = load_model_spec(write(tmp_path, GOOD_MODEL))
+    assert spec.factory == "pkg.mod:build"
+    assert spec.inputs[0].shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("text, key, fix", [
+    ("[model\nname = 'x'", "malformed TOML", "correct the syntax"),
+    (GOOD_MODEL.replace('factory = "pkg.mod:build"', 'factory = "pkg.mod.build"'), "[model] factory", "module:function"),
+    (GOOD_MODEL.replace("shape = [1, 1, 8, 8]", 'shape = "1x1x8x8"'), "[model] inputs[0].shape", "shape = ["),
+    (GOOD_MODEL.replace("shape = [1, 1, 8, 8]", "shape = [1, 0, 8]"), "[model] inputs[0]", "every dimension"),
+    (GOOD_MODEL.replace('dtype = "float32"', 'dtype = "float64x"'), "[model] inputs[0]", "use one of"),
+    (GOOD_MODEL.replace('name = "m"\n', ""), "[model] name", 'name = "..."'),
+    (GOOD_MODEL + 'path = "model.onnx"\n', "[model] factory", "exactly one"),
+    (GOOD_MODEL + 'checkpoint = "missing.pt"\n', "[model] checkpoint", "existing weights file"),
+    (GOOD_MODEL + 'colour = "red"\n', "[model] colour", "unknown key"),
+    (GOOD_MODEL + '[data]\ncalibration = "nope.npz"\n', "[data] calibration", "existing .npz"),
+])
+def test_bad_model_spec_names_file_key_and_fix(tmp_path, text, key, fix):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_model_spec(path)
+    message = str(info.value)
+    assert str(path) in message and key in message and fix in message and "Fix:" in message
+    assert "\n" not in message
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="file not found"):
+        load_model_spec(tmp_path / "nope.toml")
+
+
+def test_input_flag_parsing():
+    assert parse_input("x:1x3x32x32").shape == (1, 3, 32, 32)
+    assert parse_input("x:2x4:int64").dtype == "int64"
+    for bad in ("x", "x:1xa", "x:1x2:complex", ":1x2"):
+        with pytest.raises(SpecError, match="Fix:"):
+            parse_input(bad)
+
+
+def test_builtin_target_and_profile_load():
+    assert load_target("local").transport == "local"
+    prof = load_profile("balanced")
+    assert prof.recipes == ("onnx:fp32", "onnx:int8-static")
+    assert prof.select.constraints == {"max_accuracy_drop": 0.01}
+
+
+def test_unknown_target_and_profile_list_what_exists(workdir):
+    with pytest.raises(SpecError, match="unknown target. Fix: use one of .*local"):
+        load_target("jetson-xyz")
+    with pytest.raises(SpecError, match="unknown profile. Fix: use one of .*balanced"):
+        load_profile("fastest-ever")
+
+
+def test_project_files_override_builtins(workdir):
+    (workdir / "targets").mkdir()
+    (workdir / "targets" / "local.toml").write_text('transport = "local"\nworkdir = "~/elsewhere"\n')
+    assert load_target("local").workdir == "~/elsewhere"
+    assert available("profiles")["fast"].parent == workdir / "profiles"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[build]\nrecipes = ["onnx:int3"]\n', "unknown recipe 'onnx:int3'"),
+    ('[build]\nrecipes = []\n', "[build] recipes: missing or empty"),
+    ('[build]\nrecipes = ["onnx:fp32"]\n[select]\nobjective = "vibes"\n', "[select] objective"),
+    ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nmin_runs = -1\n', "[bench] min_runs"),
+    ('[build]\nrecipes = ["onnx:fp32"]\n[select]\nconstraints = { max_speed = 1 }\n', "max_speed: unknown key"),
+])
+def test_bad_profile(workdir, text, fragment):
+    (workdir / "profiles" / "bad.toml").write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_profile("bad")
+    assert fragment in str(info.value) and "bad.toml" in str(info.value)
+
+
+def test_ssh_target_needs_host(workdir):
+    (workdir / "targets").mkdir()
+    (workdir / "targets" / "pi.toml").write_text('user = "pi"\n')
+    with pytest.raises(SpecError, match=r"pi.toml: host: missing"):
+        load_target("pi")

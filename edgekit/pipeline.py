@@ -187,6 +187,7 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
     events.stage(f"probe {target.name}", 1)
     events.step("probe")
     probe = device.probe()
+    device.check_probe(probe)
     results = ResultsStore(workspace.db_path)
     run_id = results.start_run(command, ctx.spec.name, prof.name)
     results.save_probe(run_id, target.name, probe)

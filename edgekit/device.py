@@ -255,6 +255,24 @@ class Device:
         return self.agent(*args)
 
 
+def capability_warnings(target: Target, probe: dict[str, Any]) -> list[str]:
+    """What the device is missing compared with its target file, plus the agent's own warnings."""
+    warnings = list(probe.get("warnings", []))
+    arch = probe.get("arch")
+    if target.arch and arch and target.arch != arch:
+        warnings.append(f"expected arch {target.arch}, the device is {arch}")
+    found = probe.get("runtimes", {})
+    for runtime in target.runtimes:
+        if runtime not in found:
+            warnings.append(f"runtime {runtime} is listed in {target.source or 'the target'} but not installed: "
+                            f"its recipes will be skipped")
+        elif "error" in found[runtime]:
+            warnings.append(f"runtime {runtime} is installed but does not import: {found[runtime]['error']}")
+    if not found:
+        warnings.append("no inference runtime found: install onnxruntime or ai-edge-litert for this Python")
+    return warnings
+
+
 def _parse(stdout: str) -> dict[str, Any] | None:
     for line in reversed(stdout.strip().splitlines()):
         try:

@@ -198,6 +198,15 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
         sys.exit(1)
 
 
+def _run_measure(pipeline: Any, command: str, ctx: Any, target: Any, prof: Any, device: Any, workspace: Any,
+                 force: bool, events: Any) -> Any:
+    if command == "deploy":
+        return pipeline.deploy(ctx, target, prof, device, workspace, force, events)
+    result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", force, events)
+    results.close()
+    return result
+
+
 def _measure_command(command: str, target_name: str, profile_name: str, spec_args: tuple, home: Path,
                      db: Path | None, force: bool, as_json: bool, wait_s: float = 0.0) -> None:
     from . import pipeline
@@ -207,15 +216,12 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     target = load_target(target_name)
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
-    ctx = pipeline.prepare(spec)
     workspace = _workspace(home, db)
-    with connect(target) as device, device.locked(holder_name(command), wait_s), \
-            RichEvents(quiet=as_json) as events:
-        if command == "deploy":
-            result = pipeline.deploy(ctx, target, prof, device, workspace, force, events)
-        else:
-            result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", force, events)
-            results.close()
+    # The device first: an unreachable or busy board is reported in seconds, before the model work.
+    with connect(target) as device, device.locked(holder_name(command), wait_s):
+        ctx = pipeline.prepare(spec)
+        with RichEvents(quiet=as_json) as events:
+            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, force, events)
     if as_json:
         _emit_json(result.to_dict())
         return

@@ -386,8 +386,11 @@ class SSHTransport:
         self._makedirs(sftp, posixpath.dirname(path))
         try:
             sftp.mkdir(path)
-        except OSError:
-            sftp.stat(path)  # made meanwhile by someone else: fine; else this raises
+        except OSError as exc:
+            try:
+                sftp.stat(path)  # made meanwhile by someone else: fine
+            except OSError:
+                raise exc from None
 
     def _write_error(self, path: str, exc: BaseException) -> TransportError:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -346,12 +346,12 @@ Subsystem sftp internal-sftp
         key_type, key = self.host_public.split()[:2]
         return f"[{self.address}]:{self.port} {key_type} {key}"
 
-    def ssh_config(self) -> str:
-        return (f"Host {self.persona.name}\n  HostName {self.address}\n  Port {self.port}\n"
+    def ssh_config(self, alias: str | None = None) -> str:
+        return (f"Host {alias or self.persona.name}\n  HostName {self.address}\n  Port {self.port}\n"
                 f"  User {self.persona.user}\n  IdentityFile {self.client_key}\n  IdentitiesOnly yes\n")
 
-    def target_toml(self, workdir: str = "~/.edgekit", **extra: object) -> str:
-        lines = [f'host = "{self.persona.name}"', f'python = "{self.python}"', f'workdir = "{workdir}"',
+    def target_toml(self, workdir: str = "~/.edgekit", alias: str | None = None, **extra: object) -> str:
+        lines = [f'host = "{alias or self.persona.name}"', f'python = "{self.python}"', f'workdir = "{workdir}"',
                  f'sensor_root = "{self.sensor_root}"', "connect_timeout = 5"]
         lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()]
         return "\n".join(lines) + "\n"
@@ -361,14 +361,17 @@ Subsystem sftp internal-sftp
         """Make the device known to the host at `home`: ~/.ssh/config alias, known_hosts, targets/NAME.toml."""
         ssh = home / ".ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
+        name = name or self.persona.name
+        # The ssh alias is the persona's name unless that would hide another device's (or contains
+        # characters ssh_config cannot hold): then the target's own name.
+        alias = self.persona.name if name == self.persona.name or not name.replace("-", "").isalnum() else name
         with open(ssh / "config", "a") as fh:
-            fh.write(self.ssh_config())
+            fh.write(self.ssh_config(alias))
         if trust:
             with open(ssh / "known_hosts", "a") as fh:
                 fh.write(self.known_hosts_line + "\n")
-        name = name or self.persona.name
         (project / "targets").mkdir(exist_ok=True)
-        (project / "targets" / f"{name}.toml").write_text(self.target_toml(**target))
+        (project / "targets" / f"{name}.toml").write_text(self.target_toml(alias=alias, **target))
         return name
 
     def device_path(self, relative: str) -> Path:

@@ -332,7 +332,7 @@ class SSHTransport:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    channel.close()
+                    _close_quietly(channel)
                     raise DeviceError(f"target {self.target}: {argv[0]} did not finish in {timeout:.0f}s; "
                                       f"raise the profile's [bench] max_s or check what is hogging the device",
                                       kind="timeout")
@@ -341,7 +341,7 @@ class SSHTransport:
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._lost(f"running {argv[0]}", exc) from None
         finally:
-            channel.close()
+            _close_quietly(channel)
         if status == -1:
             transport = self._client.get_transport() if self._client else None
             if transport is None or not transport.is_active():
@@ -394,6 +394,8 @@ class SSHTransport:
 
     def _write_error(self, path: str, exc: BaseException) -> TransportError:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if "size mismatch" in reason:  # sftp-server dropped writes: in practice a full disk
+            reason = f"the device stored fewer bytes than were sent ({reason.split('!')[-1].strip()}): no space left?"
         return TransportError(f"target {self.target}: cannot write {path} on the device: {reason}. Fix: free space "
                               f"on the device or set the target's workdir to a writable folder")
 
@@ -502,7 +504,7 @@ class SSHSession:
         except (paramiko.SSHException, EOFError, OSError):
             pass
         finally:
-            self.channel.close()
+            _close_quietly(self.channel)
 
 
 def _jump_host(spec: str) -> tuple[str, int | None, str | None]:
@@ -517,3 +519,11 @@ def _jump_host(spec: str) -> tuple[str, int | None, str | None]:
         host, p = rest.split(":")
         port = int(p)
     return host, port, user or None
+
+
+def _close_quietly(channel: paramiko.Channel) -> None:
+    """Closing a channel sends a message; on a dead connection that fails, and that is fine."""
+    try:
+        channel.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass

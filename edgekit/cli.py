@@ -217,10 +217,11 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
-    # The device first: an unreachable or busy board is reported in seconds, before the model work.
-    with connect(target) as device, device.locked(holder_name(command), wait_s):
+    # Connect first (writes nothing): an unreachable board or a refused key is reported in seconds,
+    # before the model work; the device is written to (agent, lock) only once the model loads.
+    with connect(target) as device:
         ctx = pipeline.prepare(spec)
-        with RichEvents(quiet=as_json) as events:
+        with device.locked(holder_name(command), wait_s), RichEvents(quiet=as_json) as events:
             result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, force, events)
     if as_json:
         _emit_json(result.to_dict())

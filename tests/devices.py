@@ -315,7 +315,7 @@ Subsystem sftp internal-sftp
                 proc.send_signal(signal.SIGKILL)
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(procs, timeout=5)
+        psutil.wait_procs(procs, timeout=1)  # SIGKILL cannot be ignored; orphans are reaped by init
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -287,3 +287,22 @@ def test_fleet_profile_runs_devices_at_once_and_survives_one_failure(ssh_devices
     forced = edgekit.fleet(["jetson-like", "phone-like"], force=True)
     assert not any(row["measurement_reused"] for r in forced.values() for row in r.to_dict()["variants"])
     assert jetson.running
+
+
+def test_smoke_test_failing_on_the_device_keeps_the_previous_deployment(ssh_devices, workdir, edgekit):
+    from test_cli import SKEWED_RUNTIME
+
+    from edgekit.errors import DeviceError
+
+    jetson = ssh_devices("jetson-like")
+    first = edgekit.run("deploy", "jetson-like")
+    # From now on the device's onnxruntime returns wrong numbers (the agent and SSH are untouched).
+    site = next((jetson.base / "python" / "lib").glob("python3*/site-packages"))
+    (site / "sitecustomize.py").write_text(SKEWED_RUNTIME)
+    (workdir / "profiles" / "small.toml").write_text(
+        (workdir / "profiles" / "fast.toml").read_text().replace('objective = "p90_ms"', 'objective = "size_bytes"'))
+    with pytest.raises(DeviceError) as info:
+        edgekit.run("deploy", "jetson-like", "small")
+    assert info.value.kind == "smoke_failed" and "previous deployment stays current" in str(info.value)
+    status = _json(run_cli("status", "--target", "jetson-like", "--json"))["models"]["digits-cnn"]
+    assert status["current"] == first["chosen"]

@@ -57,6 +57,7 @@ def _json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow  # runs the real CLI end to end (model loading included)
 def test_deploy_over_ssh_installs_and_smoke_tests_then_rolls_back(ssh_devices, workdir, edgekit):
     jetson = ssh_devices("jetson-like")
     doc = _json(run_cli("deploy", "--target", "jetson-like", "--profile", "fast", "--json", *edgekit.home_args))
@@ -138,7 +139,7 @@ def test_python_too_old_and_numpy_missing_are_clear(ssh_devices, edgekit):
     if not pyenv_python("3.6") or not pyenv_python("3.8"):
         pytest.skip("needs pyenv Pythons 3.6 and 3.8")
     ssh_devices("ancient-python")
-    proc = run_cli("profile", "--target", "ancient-python", "--profile", "fast")
+    proc = run_cli("targets", "check", "ancient-python")
     assert proc.returncode == 3
     assert "is Python 3.6" in proc.stderr and "needs Python >= 3.8" in proc.stderr
     ssh_devices("old-python")
@@ -191,7 +192,7 @@ def test_unwritable_workdir_and_full_disk_keep_the_current_deployment(ssh_device
     (workdir / "targets" / "ro.toml").write_text(
         (workdir / "targets" / "jetson-like.toml").read_text().replace('workdir = "~/.edgekit"',
                                                                       'workdir = "/usr/edgekit"'))
-    proc = run_cli("deploy", "--target", "ro", "--profile", "fast")
+    proc = run_cli("targets", "check", "ro")  # the first write (the agent) fails, as in a deploy
     assert proc.returncode == 3 and "workdir to a writable folder" in proc.stderr
     assert "Permission denied" in proc.stderr and proc.stderr.count("error:") == 1
 
@@ -243,6 +244,7 @@ def test_agent_killed_during_a_benchmark_fails_only_that_variant(ssh_devices, wo
     assert any(r["latency"] for r in rows.values())  # the other variant was measured
 
 
+@pytest.mark.slow  # runs the real CLI end to end (model loading included)
 def test_two_runs_on_one_device_busy_then_wait(ssh_devices, workdir, edgekit):
     from edgekit.device import connect, holder_name
     from edgekit.spec import load_target
@@ -268,6 +270,7 @@ def test_two_runs_on_one_device_busy_then_wait(ssh_devices, workdir, edgekit):
     assert edgekit.run("profile", "jetson-like")["chosen"]
 
 
+@pytest.mark.slow  # runs the real CLI end to end (model loading included)
 def test_fleet_profile_runs_devices_at_once_and_survives_one_failure(ssh_devices, workdir, edgekit):
     jetson = ssh_devices("jetson-like")
     ssh_devices("phone-like")

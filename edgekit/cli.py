@@ -198,23 +198,31 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
         sys.exit(1)
 
 
+def _run_measure(pipeline: Any, command: str, ctx: Any, target: Any, prof: Any, device: Any, workspace: Any,
+                 force: bool, events: Any) -> Any:
+    if command == "deploy":
+        return pipeline.deploy(ctx, target, prof, device, workspace, force, events)
+    result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", force, events)
+    results.close()
+    return result
+
+
 def _measure_command(command: str, target_name: str, profile_name: str, spec_args: tuple, home: Path,
-                     db: Path | None, force: bool, as_json: bool) -> None:
+                     db: Path | None, force: bool, as_json: bool, wait_s: float = 0.0) -> None:
     from . import pipeline
-    from .device import connect
+    from .device import connect, holder_name
     from .report.table import compress_table, selection_table
 
     target = load_target(target_name)
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
-    ctx = pipeline.prepare(spec)
     workspace = _workspace(home, db)
-    with connect(target) as device, RichEvents(quiet=as_json) as events:
-        if command == "deploy":
-            result = pipeline.deploy(ctx, target, prof, device, workspace, force, events)
-        else:
-            result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", force, events)
-            results.close()
+    # Connect first (writes nothing): an unreachable board or a refused key is reported in seconds,
+    # before the model work; the device is written to (agent, lock) only once the model loads.
+    with connect(target) as device:
+        ctx = pipeline.prepare(spec)
+        with device.locked(holder_name(command), wait_s), RichEvents(quiet=as_json) as events:
+            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, force, events)
     if as_json:
         _emit_json(result.to_dict())
         return
@@ -234,18 +242,97 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
 
 
 @main.command()
-@click.option("--target", "target_name", required=True, help="Target name (see `edgekit targets list`).")
+@click.option("--target", "target_names", required=True, multiple=True,
+              help="Target name (see `edgekit targets list`); repeat to profile several devices at once.")
 @click.option("--profile", "profile_name", default="balanced", show_default=True)
 @model_options
 @workspace_options
 @click.option("--force", is_flag=True, help="Measure again even when the store holds the same measurement.")
+@click.option("--wait", "wait_s", type=float, default=0.0, is_flag=False, flag_value=600.0,
+              help="If the device is busy with another run, wait for it (600 s, or the seconds given).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def profile(target_name, profile_name, spec_path, factory, checkpoint, model_path, inputs, calibration,
-            evaluation, model_name, home, db, force, as_json) -> None:
-    """Compress, measure every variant on the target and show which one the profile picks."""
-    _measure_command("profile", target_name, profile_name, (spec_path, factory, checkpoint, model_path, inputs,
-                     calibration, evaluation, model_name), home, db, force, as_json)
+def profile(target_names, profile_name, spec_path, factory, checkpoint, model_path, inputs, calibration,
+            evaluation, model_name, home, db, force, wait_s, as_json) -> None:
+    """Compress, measure every variant on the target(s) and show which one the profile picks."""
+    spec_args = (spec_path, factory, checkpoint, model_path, inputs, calibration, evaluation, model_name)
+    names = list(dict.fromkeys(target_names))
+    if len(names) == 1:
+        _measure_command("profile", names[0], profile_name, spec_args, home, db, force, as_json, wait_s)
+    else:
+        _profile_fleet(names, profile_name, spec_args, home, db, force, as_json, wait_s)
+
+
+class FleetEvents:
+    """One live progress line per device, all in one rich Progress shared by the device threads."""
+
+    def __init__(self, progress: Progress, target: str, quiet: bool) -> None:
+        self.progress, self.target, self.quiet = progress, target, quiet
+        self.task = progress.add_task(f"{target}: connect", total=1, item="")
+        self._started = False
+
+    def stage(self, name: str, total: int) -> None:
+        self.progress.update(self.task, description=f"{self.target}: {name}", total=max(total, 1), completed=0,
+                             item="")
+        self._started = False
+
+    def step(self, label: str) -> None:
+        if self._started:
+            self.progress.advance(self.task)
+        self._started = True
+        self.progress.update(self.task, item=label)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(f"{self.target}: {message}", highlight=False, markup=False)
+
+    def done(self, ok: bool) -> None:
+        total = self.progress.tasks[self.task].total
+        self.progress.update(self.task, completed=total, item="done" if ok else "FAILED")
+
+
+def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: Path, db: Path | None,
+                   force: bool, as_json: bool, wait_s: float) -> None:
+    from . import pipeline
+    from .errors import DeviceError
+    from .report.table import compress_table, selection_table
+
+    targets = [load_target(name) for name in names]  # every file is checked before any device is touched
+    prof = load_profile(profile_name)
+    ctx = pipeline.prepare(resolve_spec(*spec_args))
+    workspace = _workspace(home, db)
+    with RichEvents(quiet=as_json) as events:
+        built = pipeline.compress(ctx, prof.recipes, workspace, events)
+    progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
+                        disable=as_json or not err.is_terminal)
+    lines: dict[str, FleetEvents] = {}
+
+    def events_for(name: str) -> FleetEvents:
+        lines[name] = FleetEvents(progress, name, as_json)
+        return lines[name]
+
+    for t in targets:
+        events_for(t.name)
+    with progress:
+        outcome = pipeline.profile_fleet(ctx, targets, prof, workspace, built, force, wait_s, lines.__getitem__)
+        for name, result in outcome.items():
+            lines[name].done(not isinstance(result, EdgekitError))
+    failed = {name: r for name, r in outcome.items() if isinstance(r, EdgekitError)}
+    if as_json:
+        _emit_json({"targets": {name: ({"error": {"kind": getattr(r, "kind", "error"), "message": str(r)}}
+                                       if name in failed else r.to_dict()) for name, r in outcome.items()}})
+    else:
+        out.print(compress_table(built))
+        for name, result in outcome.items():
+            if name in failed:
+                out.print(f"{name}: FAILED: {result}", highlight=False, markup=False)
+            else:
+                out.print(selection_table(result.selection, name))
+        out.print(f"Profiled {len(outcome) - len(failed)} of {len(outcome)} targets; results: {workspace.db_path}",
+                  highlight=False)
+    if failed:
+        sys.exit(max(getattr(r, "exit_code", 1) for r in failed.values()))
 
 
 @main.command()
@@ -254,21 +341,27 @@ def profile(target_name, profile_name, spec_path, factory, checkpoint, model_pat
 @model_options
 @workspace_options
 @click.option("--force", is_flag=True, help="Measure again even when the store holds the same measurement.")
+@click.option("--wait", "wait_s", type=float, default=0.0, is_flag=False, flag_value=600.0,
+              help="If the device is busy with another run, wait for it (600 s, or the seconds given).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def deploy(target_name, profile_name, spec_path, factory, checkpoint, model_path, inputs, calibration,
-           evaluation, model_name, home, db, force, as_json) -> None:
+           evaluation, model_name, home, db, force, wait_s, as_json) -> None:
     """Compress, measure, choose, install and smoke-test the best variant on the target."""
     _measure_command("deploy", target_name, profile_name, (spec_path, factory, checkpoint, model_path, inputs,
-                     calibration, evaluation, model_name), home, db, force, as_json)
+                     calibration, evaluation, model_name), home, db, force, as_json, wait_s)
 
 
-def _device_command(target_name: str, action: str, model: str | None, home: Path, db: Path | None) -> dict:
-    from .device import connect
+def _device_command(target_name: str, action: str, model: str | None, home: Path, db: Path | None,
+                    wait_s: float = 0.0) -> dict:
+    from contextlib import nullcontext
+
+    from .device import connect, holder_name
     from .results import ResultsStore
 
     target = load_target(target_name)
-    with connect(target) as device:
+    with connect(target) as device, (device.locked(holder_name(action), wait_s) if action != "status"
+                                     else nullcontext()):
         if action == "status":
             return device.status(model)
         if model is None:
@@ -299,11 +392,13 @@ def _print_status(doc: dict, target: str) -> None:
 @click.option("--target", "target_name", required=True)
 @click.option("--model", help="Model name (needed when several are deployed).")
 @workspace_options
+@click.option("--wait", "wait_s", type=float, default=0.0, is_flag=False, flag_value=600.0,
+              help="If the device is busy with another run, wait for it (600 s, or the seconds given).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def rollback(target_name, model, home, db, as_json) -> None:
+def rollback(target_name, model, home, db, wait_s, as_json) -> None:
     """Switch the target back to the previous deployment."""
-    doc = _device_command(target_name, "rollback", model, home, db)
+    doc = _device_command(target_name, "rollback", model, home, db, wait_s)
     _emit_json(doc) if as_json else _print_status(doc, target_name)
 
 
@@ -342,6 +437,110 @@ def targets_list(as_json) -> None:
         host = "this machine" if t.transport == "local" else f"{t.user + '@' if t.user else ''}{t.host}"
         table.add_row(t.name, t.transport, host, t.arch or "-", ", ".join(t.runtimes) or "-", t.source)
     out.print(table)
+
+
+@targets.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def targets_show(name, as_json) -> None:
+    """One target's definition, with ~/.ssh/config applied."""
+    target = load_target(name)
+    doc: dict[str, Any] = {**target.__dict__, "runtimes": list(target.runtimes)}
+    if target.transport == "ssh":
+        from .transport.ssh import resolve
+
+        ep = resolve(target.host, target.user, target.port)
+        doc["resolved"] = {"hostname": ep.hostname, "port": ep.port, "user": ep.user,
+                           "identity_files": ep.identity_files, "proxy_jump": ep.proxy_jump}
+    if as_json:
+        _emit_json(doc)
+        return
+    for key, value in doc.items():
+        if value not in (None, "", [], ()):
+            out.print(f"{key:<16} {value}", highlight=False, markup=False)
+
+
+@targets.command("check")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def targets_check(name, as_json) -> None:
+    """Connect, probe, and print what the device offers and what it lacks."""
+    from .device import capability_warnings, connect
+
+    target = load_target(name)
+    with connect(target) as device:
+        probe = device.probe()
+    warnings = capability_warnings(target, probe)
+    if as_json:
+        _emit_json({"target": target.name, "reachable": True, "probe": probe, "warnings": warnings})
+        return
+    runtimes = ", ".join(f"{k} {v.get('version', '')}" + (f" ({', '.join(v['providers'])})" if v.get("providers") else "")
+                         for k, v in probe.get("runtimes", {}).items()) or "none"
+    mem = probe.get("memory", {}).get("usable_bytes")
+    board = probe.get("board", {})
+    lines = [
+        ("reachable", f"yes ({probe.get('hostname')})"),
+        ("arch", f"{probe.get('arch')} {probe.get('cpu', {}).get('model') or ''}".strip()),
+        ("isa", " ".join(probe.get("cpu", {}).get("isa", [])) or "-"),
+        ("cores", f"{probe.get('cores', {}).get('usable')} usable of {probe.get('cores', {}).get('online')}"),
+        ("memory", f"{mem / 2**20:.0f} MiB usable" if mem else "-"),
+        ("board", board.get("model") or board.get("nv_tegra_release") or "-"),
+        ("os", probe.get("os", {}).get("name") or "-"),
+        ("python", f"{probe.get('python', {}).get('version')} ({probe.get('python', {}).get('executable')})"),
+        ("numpy", probe.get("numpy") or "MISSING"),
+        ("runtimes", runtimes),
+        ("governor", probe.get("governor") or "-"),
+    ]
+    for key, value in lines:
+        out.print(f"{key:<10} {value}", highlight=False, markup=False)
+    for warning in warnings:
+        out.print(f"warning: {warning}", highlight=False, markup=False)
+
+
+@targets.command("trust")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Record the key without asking (only after checking its fingerprint).")
+@handle_errors
+def targets_trust(name, yes) -> None:
+    """Show the device's host key fingerprint and, once confirmed, record it as trusted."""
+    from .errors import TransportError
+    from .transport.ssh import SSHTransport, edgekit_known_hosts, fingerprint, load_known_hosts
+
+    target = load_target(name)
+    if target.transport != "ssh":
+        raise SpecError(f"target {name} uses the {target.transport} transport: there is no host key to trust")
+    transport = SSHTransport(target.name, target.host, target.user, target.port, target.connect_timeout)
+    try:
+        key = transport.host_key()
+    finally:
+        transport.close()
+    host = transport.endpoint.known_hosts_name
+    known = load_known_hosts().lookup(host) or {}
+    print_line = f"{host} {key.get_name()} {fingerprint(key)}"
+    if key.get_name() in known:
+        if known[key.get_name()] == key:
+            out.print(f"already trusted: {print_line}", highlight=False, markup=False)
+            return
+        raise TransportError(f"target {name}: {host} presents {fingerprint(key)} but a different "
+                           f"{key.get_name()} key is recorded: possible interception. Fix: if the device was "
+                           f"re-installed, remove the old key first (ssh-keygen -R '{host}' -f FILE) and run this again")
+    err.print(f"The device {host} presents this host key:\n  {key.get_name()} {fingerprint(key)}\n"
+              f"Compare it with the device's own (on the device: ssh-keygen -lf /etc/ssh/ssh_host_{key.get_name().split('-')[-1]}_key.pub).",
+              highlight=False, markup=False)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise SpecError(f"not recording the key for {name} without confirmation. Fix: check the fingerprint, "
+                            f"then run: edgekit targets trust {name} --yes")
+        if not click.confirm("Trust this key?", default=False, err=True):
+            raise SpecError("key not recorded")
+    path = edgekit_known_hosts()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "a") as fh:
+        fh.write(f"{host} {key.get_name()} {key.get_base64()}\n")
+    os.chmod(path, 0o600)
+    out.print(f"trusted: {print_line} (recorded in {path})", highlight=False, markup=False)
 
 
 @main.command()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import secrets
+import socket
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -32,8 +36,26 @@ def connect(target: Target) -> Device:
         from .transport.local import LocalTransport
 
         return Device(target, LocalTransport())
-    raise UsageError(f"target {target.name}: the ssh transport is not available in this version. "
-                     f"Fix: use --target local")
+    from .transport.ssh import SSHTransport
+
+    if not target.host:
+        raise UsageError(f"target {target.name}: no host. Fix: add host = \"...\" to {target.source}")
+    transport = SSHTransport(target.name, target.host, target.user, target.port, target.connect_timeout)
+    try:
+        transport.open()
+    except BaseException:
+        transport.close()
+        raise
+    return Device(target, transport)
+
+
+def holder_name(command: str) -> str:
+    """Who holds a device lock, as another run will be told: user@host pid N (command)."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()} ({command})"
 
 
 class Device:
@@ -60,21 +82,84 @@ class Device:
         """Push the agent once per version; then check this Python can run it."""
         if self._agent_ready:
             return
+        pushed = False
         if not self.transport.exists(self.agent_path):
-            data, _ = agent_zipapp()
-            with tempfile.TemporaryDirectory() as tmp:
-                local = Path(tmp) / "edgekit-agent.pyz"
-                local.write_bytes(data)
-                self.transport.put(str(local), self.agent_path)
+            self._push_agent()
+            pushed = True
         done = self.transport.run([self.python, self.agent_path, "version"], timeout=60)
         if done.returncode != 0:
-            version = self.transport.run([self.python, "-V"], timeout=30)
-            found = (version.stdout or version.stderr).strip() or f"no {self.python}"
-            raise DeviceError(f"target {self.target.name}: the agent needs Python >= 3.8 with numpy; "
-                              f"{self.python} gave: {found} ({_last_line(done.stderr)}). "
-                              f"Fix: set python in {self.target.source or 'the target file'} to a newer interpreter",
-                              kind="python_unsupported")
+            self._check_python(done.stderr)
+            if pushed:
+                raise DeviceError(f"target {self.target.name}: the agent does not start with {self.python} "
+                                  f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+            self._push_agent()  # a damaged copy from an earlier run: replace it once
+            done = self.transport.run([self.python, self.agent_path, "version"], timeout=60)
+            if done.returncode != 0:
+                raise DeviceError(f"target {self.target.name}: the agent does not start with {self.python} "
+                                  f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
         self._agent_ready = True
+
+    def _push_agent(self) -> None:
+        data, _ = agent_zipapp()
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "edgekit-agent.pyz"
+            local.write_bytes(data)
+            self.transport.put(str(local), self.agent_path)
+
+    def _check_python(self, agent_stderr: str) -> None:
+        """Raise a clear error when the device's interpreter is missing or older than the agent needs."""
+        where = self.target.source or "the target file"
+        probe = self.transport.run([self.python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                                   timeout=30)
+        found = probe.stdout.strip()
+        if probe.returncode != 0 or not found:
+            raise DeviceError(f"target {self.target.name}: no Python at {self.python!r} on the device "
+                              f"({_last_line(probe.stderr) or 'no output'}). Fix: install python3 there or set "
+                              f"python in {where} to its path", kind="python_unsupported")
+        version = tuple(int(x) for x in found.split(".")[:2])
+        if version < (3, 8):
+            raise DeviceError(f"target {self.target.name}: {self.python} on the device is Python {found}; the "
+                              f"agent needs Python >= 3.8. Fix: install a newer Python on the device (JetPack 4 "
+                              f"ships 3.6: e.g. apt install python3.8) and set python in {where} to it",
+                              kind="python_unsupported")
+
+    def check_probe(self, probe: dict[str, Any]) -> None:
+        """Refuse to measure on a device that cannot run models at all (no numpy for the agent)."""
+        if probe.get("numpy") is None:
+            version = probe.get("python", {}).get("version", "?")
+            raise DeviceError(f"target {self.target.name}: numpy is not installed for {self.python} (Python "
+                              f"{version}) on the device; the agent needs it to run models. Fix: on the device run "
+                              f"{self.python} -m pip install numpy, or set python in "
+                              f"{self.target.source or 'the target file'} to an interpreter that has it",
+                              kind="numpy_missing")
+
+    @contextmanager
+    def locked(self, holder: str, wait_s: float = 0.0) -> Iterator[dict[str, Any]]:
+        """Hold the device's lock for the block: one benchmark or deployment at a time per device.
+
+        The holder is an agent process on the device tied to this connection, so the lock dies
+        with this run however it ends.
+        """
+        self.ensure_agent()
+        session = self.transport.spawn([self.python, self.agent_path, "lock", "--workdir", self.target.workdir,
+                                        "--holder", holder, "--wait-s", str(wait_s)])
+        try:
+            doc = _parse(session.readline(timeout=wait_s + 60))
+            if doc is None:
+                raise DeviceError(f"target {self.target.name}: could not take the device lock "
+                                  f"({_last_line(session.stderr()) or 'no answer'})", kind="agent_crashed")
+            if "error" in doc:
+                kind, message = doc["error"].get("kind", "internal"), doc["error"].get("message", "")
+                fix = ("wait for that run to finish, or run again with --wait" if kind == "busy"
+                       else FIXES.get(kind, "see the message"))
+                raise DeviceError(f"target {self.target.name}: {message}. Fix: {fix}", kind=kind)
+        except BaseException:
+            session.close()
+            raise
+        try:
+            yield doc
+        finally:
+            session.close()
 
     def agent(self, *args: str, timeout: float = 120) -> dict[str, Any]:
         self.ensure_agent()
@@ -93,23 +178,46 @@ class Device:
         args = ["probe"] + (["--root", self.target.sensor_root] if self.target.sensor_root else [])
         return self.agent(*args, timeout=60)
 
-    def push(self, variant: Variant) -> str:
+    def push(self, variant: Variant, force: bool = False) -> str:
         """The artifact's path on the device, uploading only when it is not there yet.
 
-        Whether a present file is intact is the agent's job: every command that uses an
-        artifact verifies its sha256 first.
+        An upload goes to a temporary name and the agent renames it into place only once its
+        sha256 matches. Whether a present file is still intact is checked by every agent command
+        that uses it; on `artifact_corrupt` the callers below push again once (`force`).
         """
         remote = remote_path(self.target.workdir, "artifacts", variant.sha256, variant.file)
-        if not self.transport.exists(remote):
-            self.transport.put(variant.path, remote)
+        if not force and self.transport.exists(remote):
+            return remote
+        for attempt in range(2):
+            upload = remote_path(self.target.workdir, "artifacts", variant.sha256,
+                                 f".{variant.file}.upload-{secrets.token_hex(4)}")
+            self.transport.put(variant.path, upload)
+            try:
+                self.agent("accept", "--source", upload, "--dest", remote, "--sha256", variant.sha256)
+                return remote
+            except DeviceError as exc:
+                if exc.kind != "artifact_corrupt" or attempt == 1:
+                    raise
         return remote
 
+    def _with_artifact(self, variant: Variant, remote: str, call: Callable[[str], Any]) -> Any:
+        """Run `call(remote)`; if the device copy turns out corrupt or gone, push it again once."""
+        canonical = remote_path(self.target.workdir, "artifacts", variant.sha256, variant.file)
+        try:
+            return call(remote)
+        except DeviceError as exc:
+            # Only the pushed copy is replaced; a damaged installed copy must fail loudly instead.
+            if exc.kind not in ("artifact_corrupt", "artifact_missing") or remote != canonical:
+                raise
+        return call(self.push(variant, force=True))
+
     def bench(self, variant: Variant, remote: str, settings: BenchSettings) -> dict[str, Any]:
-        return self.agent("bench", "--artifact", remote, "--runtime", variant.runtime, "--sha256", variant.sha256,
-                          "--warmup-s", str(settings.warmup_s), "--min-runs", str(settings.min_runs),
-                          "--min-s", str(settings.min_s), "--max-s", str(settings.max_s),
-                          "--threads", str(settings.threads), "--max-runs", str(settings.max_runs),
-                          timeout=2 * settings.max_s + 120)
+        return self._with_artifact(variant, remote, lambda path: self.agent(
+            "bench", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
+            "--warmup-s", str(settings.warmup_s), "--min-runs", str(settings.min_runs),
+            "--min-s", str(settings.min_s), "--max-s", str(settings.max_s),
+            "--threads", str(settings.threads), "--max-runs", str(settings.max_runs),
+            timeout=2 * settings.max_s + 120))
 
     def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
         """The artifact's first output for each batch, computed on the device."""
@@ -121,8 +229,9 @@ class Device:
             local_in, local_out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
             np.savez(local_in, **stacked)
             self.transport.put(str(local_in), remote_in)
-            self.agent("run", "--artifact", remote, "--runtime", variant.runtime, "--sha256", variant.sha256,
-                       "--inputs", remote_in, "--outputs", remote_out, timeout=600)
+            self._with_artifact(variant, remote, lambda path: self.agent(
+                "run", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
+                "--inputs", remote_in, "--outputs", remote_out, timeout=600))
             self.transport.get(remote_out, str(local_out))
             with np.load(local_out) as out:
                 first = out["output_0"]
@@ -131,8 +240,9 @@ class Device:
     def install(self, variant: Variant, remote: str) -> dict[str, Any]:
         meta = json.dumps({"recipe": variant.recipe, "format": variant.format, "precision": variant.precision,
                            "runtime": variant.runtime, "inputs": variant.inputs})
-        return self.agent("install", "--workdir", self.target.workdir, "--model", variant.model,
-                          "--variant", variant.id, "--artifact", remote, "--sha256", variant.sha256, "--meta", meta)
+        return self._with_artifact(variant, remote, lambda path: self.agent(
+            "install", "--workdir", self.target.workdir, "--model", variant.model, "--variant", variant.id,
+            "--artifact", path, "--sha256", variant.sha256, "--meta", meta))
 
     def activate(self, model: str, variant_id: str) -> dict[str, Any]:
         return self.agent("activate", "--workdir", self.target.workdir, "--model", model, "--variant", variant_id)
@@ -143,6 +253,24 @@ class Device:
     def status(self, model: str | None = None) -> dict[str, Any]:
         args = ["status", "--workdir", self.target.workdir] + (["--model", model] if model else [])
         return self.agent(*args)
+
+
+def capability_warnings(target: Target, probe: dict[str, Any]) -> list[str]:
+    """What the device is missing compared with its target file, plus the agent's own warnings."""
+    warnings = list(probe.get("warnings", []))
+    arch = probe.get("arch")
+    if target.arch and arch and target.arch != arch:
+        warnings.append(f"expected arch {target.arch}, the device is {arch}")
+    found = probe.get("runtimes", {})
+    for runtime in target.runtimes:
+        if runtime not in found:
+            warnings.append(f"runtime {runtime} is listed in {target.source or 'the target'} but not installed: "
+                            f"its recipes will be skipped")
+        elif "error" in found[runtime]:
+            warnings.append(f"runtime {runtime} is installed but does not import: {found[runtime]['error']}")
+    if not found:
+        warnings.append("no inference runtime found: install onnxruntime or ai-edge-litert for this Python")
+    return warnings
 
 
 def _parse(stdout: str) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import numpy as np
 
@@ -17,8 +18,8 @@ from .compress import build_variant
 from .compress.context import BuildContext
 from .compress.parity import compare, onnx_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
-from .device import Device
-from .errors import DeviceError, SelectionError
+from .device import Device, connect, holder_name
+from .errors import DeviceError, EdgekitError, SelectionError
 from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs, load_data, load_torch_model,
                     reference_outputs, weights_digest)
 from .results import ResultsStore
@@ -180,13 +181,16 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
 
 
 def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
-            command: str, force: bool = False, events: Events = Events()) -> tuple[DeployResult, ResultsStore]:
+            command: str, force: bool = False, events: Events = Events(),
+            built: list[tuple[Variant, bool]] | None = None) -> tuple[DeployResult, ResultsStore]:
     """compress -> probe -> bench -> select. The results store is opened only once inputs are valid."""
-    built = compress(ctx, prof.recipes, workspace, events)
+    if built is None:
+        built = compress(ctx, prof.recipes, workspace, events)
     variants = [v for v, _ in built]
     events.stage(f"probe {target.name}", 1)
     events.step("probe")
     probe = device.probe()
+    device.check_probe(probe)
     results = ResultsStore(workspace.db_path)
     run_id = results.start_run(command, ctx.spec.name, prof.name)
     results.save_probe(run_id, target.name, probe)
@@ -268,3 +272,31 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
         results.record_deployment(result.run_id, target.name, ctx.spec.name, variant.id, "install", True,
                                   json.dumps(result.smoke))
     return result
+
+
+# --------------------------------------------------------------------------- a fleet
+
+
+def profile_fleet(ctx: BuildContext, targets: list[Target], prof: Profile, workspace: Workspace,
+                  built: list[tuple[Variant, bool]], force: bool = False, wait_s: float = 0.0,
+                  events_for: Callable[[str], Events] = lambda name: Events()
+                  ) -> dict[str, DeployResult | EdgekitError]:
+    """Profile every target at once, one thread per device (the work is waiting on devices).
+
+    Variants are built once beforehand. Each device is locked for its run; a device that fails
+    yields its error and the others carry on.
+    """
+    def one(target: Target) -> DeployResult | EdgekitError:
+        events = events_for(target.name)
+        try:
+            with connect(target) as device, device.locked(holder_name("profile"), wait_s):
+                result, results = measure(ctx, target, prof, device, workspace, "profile", force, events, built)
+                results.close()
+                return result
+        except EdgekitError as exc:
+            events.note(f"failed: {exc}")
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        futures = {t.name: pool.submit(one, t) for t in targets}
+        return {name: future.result() for name, future in futures.items()}

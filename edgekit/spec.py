@@ -70,6 +70,7 @@ class Target:
     sensor_root: str | None = None
     notes: str = ""
     source: str = ""
+    connect_timeout: float = 10.0  # seconds for TCP connect and the SSH handshake
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ def load_target(name: str) -> Target:
     path = _find("targets", name, "--target")
     doc = read_toml(path)
     doc.unknown_keys({"host", "user", "port", "python", "workdir", "arch", "runtimes", "power",
-                      "notes", "transport", "sensor_root"})
+                      "notes", "transport", "sensor_root", "connect_timeout"})
     transport = doc.text("transport", default="ssh")
     if transport not in TRANSPORTS:
         raise doc.fail("transport", f"{transport!r} is not known", f"use one of {', '.join(TRANSPORTS)}")
@@ -394,6 +395,7 @@ def load_target(name: str) -> Target:
         sensor_root=doc.text("sensor_root"),
         notes=doc.text("notes", default="") or "",
         source=str(path),
+        connect_timeout=doc.number("connect_timeout", default=10.0, minimum=0.1),
     )
 
 

@@ -68,3 +68,34 @@ def built(tmp_path_factory, model_cache):
         else:
             os.environ["EDGEKIT_CACHE"] = old
     return ctx, {v.recipe: v for v, _ in variants}
+
+
+@pytest.fixture
+def ssh_devices(workdir):
+    """Factory for real SSH test devices (tests/devices.py): `start("jetson-like", **target_keys)`.
+
+    Each device is registered with the isolated HOME (~/.ssh/config alias, known_hosts) and the
+    project (targets/NAME.toml); every sshd is killed and its folder removed at the end, pass or fail.
+    """
+    import shutil
+
+    from devices import PERSONAS, SSHD, TestDevice, device_base
+
+    if not os.path.exists(SSHD):
+        pytest.skip("openssh-server is not installed (./scripts/test installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("test devices need root: useradd and private mount namespaces")
+    started: list = []
+
+    def start(persona: str, name: str | None = None, trust: bool = True, run: bool = True, **target):
+        device = TestDevice(PERSONAS[persona], device_base(persona))
+        started.append(device)
+        if run:
+            device.start()
+        device.register(Path(os.environ["HOME"]), workdir, name=name, trust=trust, **target)
+        return device
+
+    yield start
+    for device in started:
+        device.stop()
+        shutil.rmtree(device.base, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 from . import bench as bench_mod
 from . import deploy
+from . import hold
 from .probe import probe
 from .protocol import AgentError, emit, emit_error, log
 
@@ -63,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--artifact", required=True)
             sp.add_argument("--sha256", required=True)
             sp.add_argument("--meta")
+
+    lk = sub.add_parser("lock")  # holds the device lock until stdin closes
+    lk.add_argument("--workdir", default="~/.edgekit")
+    lk.add_argument("--holder", required=True)
+    lk.add_argument("--wait-s", type=float, default=0.0)
+    ls = sub.add_parser("lock-status")
+    ls.add_argument("--workdir", default="~/.edgekit")
+    ac = sub.add_parser("accept")  # verified rename of an upload into place
+    ac.add_argument("--source", required=True)
+    ac.add_argument("--dest", required=True)
+    ac.add_argument("--sha256", required=True)
     return p
 
 
@@ -76,6 +88,13 @@ def dispatch(args) -> dict:
                                args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs)
     if args.command == "run":
         return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads)
+    if args.command == "lock":
+        hold.hold_lock(args.workdir, args.holder, args.wait_s)
+        return None
+    if args.command == "lock-status":
+        return hold.lock_status(args.workdir)
+    if args.command == "accept":
+        return hold.accept(args.source, args.dest, args.sha256)
     if args.command == "install":
         return deploy.install(args.workdir, args.model, args.variant, args.artifact, args.sha256, args.meta)
     if args.command == "activate":
@@ -87,7 +106,9 @@ def dispatch(args) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        emit(dispatch(_parser().parse_args(argv)))
+        doc = dispatch(_parser().parse_args(argv))
+        if doc is not None:  # `lock` emits its own document before it blocks
+            emit(doc)
         return 0
     except AgentError as exc:
         emit_error(exc.kind, exc.message)

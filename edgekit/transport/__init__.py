@@ -17,6 +17,12 @@ class Completed:
     stderr: str
 
 
+class Session(Protocol):
+    def readline(self, timeout: float) -> str: ...
+    def stderr(self) -> str: ...
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
 class Transport(Protocol):
     name: str
 
@@ -31,6 +37,9 @@ class Transport(Protocol):
 
     def exists(self, remote: str) -> bool:
         ...
+
+    def spawn(self, argv: Sequence[str]) -> Session:
+        """Start a long-lived command whose stdin stays open until the session is closed."""
 
     def close(self) -> None:
         ...

@@ -56,5 +56,46 @@ class LocalTransport:
     def exists(self, remote: str) -> bool:
         return self._abs(remote).exists()
 
+    def spawn(self, argv: Sequence[str]) -> LocalSession:
+        """Start a long-lived command whose stdin stays open (the device lock holder)."""
+        try:
+            proc = subprocess.Popen(list(argv), cwd=self.home, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+        except OSError as exc:
+            raise TransportError(f"cannot start {argv[0]!r} locally: {exc.strerror}. Fix: set the target's "
+                                 f"python to an existing interpreter") from None
+        return LocalSession(proc)
+
     def close(self) -> None:
         pass
+
+
+class LocalSession:
+    """A running local command: read stdout lines, close stdin to end it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def readline(self, timeout: float) -> str:
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return ""
+        return self.proc.stdout.readline()
+
+    def stderr(self) -> str:
+        return ""
+
+    def close(self, timeout: float = 10.0) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream:
+                    stream.close()

@@ -1,0 +1,115 @@
+"""The device lock and verified file placement: both need the device's own filesystem semantics.
+
+`lock`: an exclusive `flock` on `<workdir>/lock`, held by this agent process for as long as the
+host keeps its stdin open (the host's SSH session). When the host exits, is killed or loses the
+connection, sshd closes the session, stdin reaches EOF (or the process dies) and the kernel drops
+the lock: a lock can never outlive its holder. The file keeps who took it last, so a second run
+can say "busy, held by ..." and a lock file nobody holds is simply stale and free.
+
+`accept`: a file uploaded under a temporary name becomes visible under its final name only after
+its sha256 matches, by rename(2) in the same directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+from .files import verified
+from .protocol import AgentError, emit
+
+
+def _holder(path: str) -> str:
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+        return "{} since {}".format(doc.get("holder", "?"), doc.get("since", "?"))
+    except (OSError, ValueError):
+        return "an unknown process"
+
+
+def hold_lock(workdir: str, holder: str, wait_s: float) -> int:
+    """Take the lock (waiting up to wait_s), report it, hold it until stdin closes. Returns an exit code."""
+    root = os.path.expanduser(workdir)
+    path = os.path.join(root, "lock")
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise AgentError("disk_full", "no space left on the device under {}".format(root))
+        raise AgentError("bad_request", "cannot create {}: {}; set the target's workdir to a writable "
+                         "folder".format(path, exc.strerror))
+    deadline = time.monotonic() + max(0.0, wait_s)
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise AgentError("busy", "busy, held by {}".format(_holder(path)))
+            waited = True
+            time.sleep(0.2)
+    record = {"holder": holder, "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(record).encode())
+    os.fsync(fd)
+    emit({"command": "lock", "acquired": True, "path": path, "waited": waited, **record})
+    try:
+        while sys.stdin.buffer.read(4096):  # the host never writes: this returns at EOF
+            pass
+    except (OSError, KeyboardInterrupt):
+        pass
+    try:
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass
+    os.close(fd)  # releases the flock
+    return 0
+
+
+def accept(source: str, dest: str, sha256: str) -> dict:
+    """Rename an uploaded file into place once its sha256 matches; a mismatch deletes it."""
+    source = os.path.expanduser(source)
+    dest = os.path.expanduser(dest)
+    try:
+        verified(source, sha256)
+    except AgentError:
+        try:
+            os.unlink(source)
+        except OSError:
+            pass
+        raise
+    try:
+        os.replace(source, dest)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise AgentError("disk_full", "no space left on the device for {}".format(dest))
+        raise AgentError("bad_request", "cannot move the upload to {}: {}".format(dest, exc.strerror))
+    return {"command": "accept", "path": dest, "sha256": sha256}
+
+
+def lock_status(workdir: str) -> dict:
+    """Whether the lock is held now, and by whom (a lock file nobody holds is reported as free)."""
+    path = os.path.join(os.path.expanduser(workdir), "lock")
+    if not os.path.exists(path):
+        return {"command": "lock-status", "held": False, "holder": None}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        held: Optional[str] = None
+    except OSError:
+        held = _holder(path)
+    finally:
+        os.close(fd)
+    return {"command": "lock-status", "held": held is not None, "holder": held}

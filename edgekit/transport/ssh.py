@@ -1,0 +1,529 @@
+"""The SSH transport (paramiko): a device reached by the name the user already uses with `ssh`.
+
+Secure by default: a host key must already be in `~/.ssh/known_hosts` or edgekit's own
+`~/.config/edgekit/known_hosts`; an unknown key is refused (`edgekit targets trust NAME` adds it
+after showing the fingerprint) and a changed key is refused as a possible interception. Keys come
+from ssh-agent and key files only; edgekit never asks for or stores a password.
+
+Every command line is built from an argv list with `shlex.quote`, so no argument can reach the
+remote shell as syntax. Only connecting is retried (with backoff, on transient network failures);
+authentication and host-key failures never are.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import getpass
+import hashlib
+import os
+import posixpath
+import secrets
+import select
+import shlex
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import paramiko
+
+from ..errors import DeviceError, TransportError
+from . import Completed
+
+DEFAULT_PORT = 22
+KEEPALIVE_S = 15
+RETRIES = 3          # connection attempts on transient failures
+BACKOFF_S = 0.5      # first pause between attempts; doubles each time
+
+
+def user_known_hosts() -> Path:
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+def edgekit_known_hosts() -> Path:
+    """Where `edgekit targets trust` records keys (never ~/.ssh, which belongs to the user)."""
+    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "edgekit" / "known_hosts"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The SHA256 fingerprint exactly as `ssh-keygen -lf` prints it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+@dataclass
+class Endpoint:
+    """Where and as whom to connect, after ~/.ssh/config has been applied."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: list[str] = field(default_factory=list)
+    identities_only: bool = False
+    proxy_jump: str | None = None
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts files use: `host`, or `[host]:port` off port 22."""
+        return self.hostname if self.port == DEFAULT_PORT else f"[{self.hostname}]:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+def resolve(host: str, user: str | None = None, port: int | None = None) -> Endpoint:
+    """Apply ~/.ssh/config to `host` (an address or an alias). Explicit user/port win, as with ssh -l/-p."""
+    config = paramiko.SSHConfig()
+    path = Path.home() / ".ssh" / "config"
+    if path.is_file():
+        try:
+            config = paramiko.SSHConfig.from_path(str(path))
+        except Exception as exc:  # paramiko raises several types for a malformed file
+            raise TransportError(f"cannot read {path}: {exc}. Fix: correct that line of your ssh config") from None
+    entry = config.lookup(host)
+    try:
+        port = port or int(entry.get("port", DEFAULT_PORT))
+    except ValueError:
+        raise TransportError(f"{path}: Port {entry.get('port')!r} for {host} is not a number. "
+                             f"Fix: correct it in your ssh config") from None
+    jump = entry.get("proxyjump")
+    return Endpoint(
+        alias=host,
+        hostname=entry.get("hostname", host),
+        port=port,
+        user=user or entry.get("user") or getpass.getuser(),
+        identity_files=[os.path.expanduser(p) for p in entry.get("identityfile", [])],
+        identities_only=str(entry.get("identitiesonly", "no")).lower() == "yes",
+        proxy_jump=None if not jump or jump.lower() == "none" else jump,
+    )
+
+
+def load_known_hosts() -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    for path in (user_known_hosts(), edgekit_known_hosts()):
+        if path.is_file():
+            try:
+                keys.load(str(path))
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise TransportError(f"cannot read {path}: {exc}. Fix: repair or remove the malformed line") from None
+    return keys
+
+
+class UnknownHostKey(paramiko.SSHException):
+    def __init__(self, key: paramiko.PKey) -> None:
+        super().__init__("unknown host key")
+        self.key = key
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko's signature
+        raise UnknownHostKey(key)
+
+
+class _Transient(Exception):
+    """A failure worth another connection attempt; carries the message for the last one."""
+
+
+class SSHTransport:
+    """Implements edgekit.transport.Transport over one SSH connection (exec + sftp)."""
+
+    name = "ssh"
+
+    def __init__(self, target_name: str, host: str, user: str | None = None, port: int | None = None,
+                 connect_timeout: float = 10.0, retries: int = RETRIES, keepalive: int = KEEPALIVE_S) -> None:
+        self.target = target_name
+        self.endpoint = resolve(host, user, port)
+        self.connect_timeout = connect_timeout
+        self.retries = max(1, retries)
+        self.keepalive = keepalive
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._jump: SSHTransport | None = None
+
+    # ------------------------------------------------------------------ connecting
+
+    def open(self) -> SSHTransport:
+        """Connect now (otherwise the first operation does); retried only on transient failures."""
+        self._connection()
+        return self
+
+    def _connection(self) -> paramiko.Transport:
+        if self._client is not None:
+            live = self._client.get_transport()
+            if live is not None and live.is_active():
+                return live
+            self._drop()
+        delay, last = BACKOFF_S, ""
+        for attempt in range(self.retries):
+            try:
+                self._client = self._connect_once()
+                live = self._client.get_transport()
+                live.set_keepalive(self.keepalive)
+                return live
+            except _Transient as exc:
+                last = str(exc)
+                if attempt + 1 < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+        raise TransportError(f"target {self.target}: {last} (tried {self.retries} times). Fix: check the device "
+                             f"is powered and on the network, and its address in the target file or ~/.ssh/config")
+
+    def _socket(self) -> socket.socket | paramiko.Channel:
+        ep = self.endpoint
+        if ep.proxy_jump:
+            if self._jump is None:
+                self._jump = SSHTransport(f"{self.target} (jump host {ep.proxy_jump})", _jump_host(ep.proxy_jump)[0],
+                                          port=_jump_host(ep.proxy_jump)[1], connect_timeout=self.connect_timeout,
+                                          retries=self.retries)
+                user = _jump_host(ep.proxy_jump)[2]
+                if user:
+                    self._jump.endpoint.user = user
+            try:
+                return self._jump._connection().open_channel("direct-tcpip", (ep.hostname, ep.port), ("127.0.0.1", 0),
+                                                             timeout=self.connect_timeout)
+            except paramiko.ChannelException as exc:
+                raise _Transient(f"jump host {ep.proxy_jump} cannot reach {ep.hostname}:{ep.port} ({exc})") from None
+        try:
+            return socket.create_connection((ep.hostname, ep.port), timeout=self.connect_timeout)
+        except ConnectionRefusedError:
+            raise TransportError(f"target {self.target}: {ep.hostname} refused the connection on port {ep.port}: no "
+                                 f"SSH server listens there. Fix: check port in {self._where()} (Termux's sshd uses "
+                                 f"8022) and that sshd runs on the device") from None
+        except socket.gaierror as exc:
+            raise TransportError(f"target {self.target}: host name {ep.hostname!r} does not resolve ({exc.strerror}). "
+                                 f"Fix: correct host in {self._where()}") from None
+        except (socket.timeout, TimeoutError):
+            raise _Transient(f"cannot reach {ep.hostname}:{ep.port}: no answer within {self.connect_timeout:g}s") from None
+        except OSError as exc:
+            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ECONNRESET):
+                raise _Transient(f"cannot reach {ep.hostname}:{ep.port}: {exc.strerror}") from None
+            raise TransportError(f"target {self.target}: cannot connect to {ep.hostname}:{ep.port}: {exc.strerror}. "
+                                 f"Fix: check host and port in {self._where()}") from None
+
+    def _where(self) -> str:
+        return "the target file or ~/.ssh/config"
+
+    def _connect_once(self) -> paramiko.SSHClient:
+        ep = self.endpoint
+        sock = self._socket()
+        client = paramiko.SSHClient()
+        for path in (user_known_hosts(), edgekit_known_hosts()):
+            if path.is_file():
+                try:
+                    client.load_system_host_keys(str(path))  # "system": read, never written back
+                except (OSError, paramiko.SSHException, ValueError) as exc:
+                    sock.close()
+                    raise TransportError(f"cannot read {path}: {exc}. Fix: repair or remove the malformed line") from None
+        client.set_missing_host_key_policy(_RefuseUnknown())
+        keys = [f for f in ep.identity_files if os.path.isfile(f)]
+        try:
+            client.connect(ep.hostname, port=ep.port, username=ep.user, sock=sock, timeout=self.connect_timeout,
+                           banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
+                           key_filename=keys or None, allow_agent=not (ep.identities_only and keys),
+                           look_for_keys=not (ep.identities_only and keys), password=None, passphrase=None)
+            return client
+        except UnknownHostKey as exc:
+            client.close()
+            raise TransportError(
+                f"target {self.target}: the host key of {ep.known_hosts_name} is not known "
+                f"({exc.key.get_name()} {fingerprint(exc.key)}); refusing to connect. Fix: check the fingerprint on "
+                f"the device (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then run: edgekit targets trust "
+                f"{self.target}") from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise TransportError(
+                f"target {self.target}: the host key of {ep.known_hosts_name} CHANGED (now {fingerprint(exc.key)}, "
+                f"known as {fingerprint(exc.expected_key)}): possible interception (man-in-the-middle), refusing "
+                f"to connect. Fix: if the device was re-installed, remove the old key with ssh-keygen -R "
+                f"'{ep.known_hosts_name}' -f {self._key_file(ep.known_hosts_name)}, then run: edgekit targets trust "
+                f"{self.target}") from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise TransportError(
+                f"target {self.target}: authentication failed as {ep.user}@{ep.hostname} with the keys from "
+                f"ssh-agent and {', '.join(keys) or '~/.ssh/id_*'}. Fix: install your public key on the device "
+                f"(ssh-copy-id -p {ep.port} {ep.user}@{ep.hostname}) or set User/IdentityFile for "
+                f"{ep.alias} in ~/.ssh/config; edgekit never uses passwords") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            client.close()
+            text = str(exc) or type(exc).__name__
+            if "No authentication methods available" in text:
+                raise TransportError(
+                    f"target {self.target}: no SSH key to log in as {ep.user}@{ep.hostname} (no ssh-agent and no "
+                    f"key file). Fix: create a key (ssh-keygen) and install it with ssh-copy-id; edgekit never "
+                    f"uses passwords") from None
+            raise _Transient(f"SSH handshake with {ep.hostname}:{ep.port} failed: {text}") from None
+
+    @staticmethod
+    def _key_file(name: str) -> str:
+        for path in (user_known_hosts(), edgekit_known_hosts()):
+            if path.is_file() and paramiko.HostKeys(str(path)).lookup(name):
+                return str(path)
+        return str(user_known_hosts())
+
+    def _drop(self) -> None:
+        for thing in (self._sftp, self._client):
+            try:
+                if thing is not None:
+                    thing.close()
+            except Exception:
+                pass
+        self._sftp = self._client = None
+
+    def close(self) -> None:
+        self._drop()
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
+
+    def host_key(self) -> paramiko.PKey:
+        """The key the server presents, fetched without trusting it (for `edgekit targets trust`)."""
+        ep = self.endpoint
+        for attempt in range(self.retries):
+            sock = self._socket()
+            transport = paramiko.Transport(sock)
+            try:
+                transport.banner_timeout = self.connect_timeout
+                transport.start_client(timeout=self.connect_timeout)
+                return transport.get_remote_server_key()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if attempt + 1 == self.retries:
+                    raise TransportError(f"target {self.target}: SSH handshake with {ep.hostname}:{ep.port} failed: "
+                                         f"{exc}. Fix: check the device runs sshd on that port") from None
+                time.sleep(BACKOFF_S * 2 ** attempt)
+            finally:
+                transport.close()
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ commands
+
+    def _lost(self, doing: str, exc: BaseException) -> TransportError:
+        self._drop()
+        return TransportError(f"target {self.target}: the connection to {self.endpoint.hostname} was lost while "
+                              f"{doing} ({exc or type(exc).__name__}). Fix: check the device and network, then run "
+                              f"again: completed steps are kept")
+
+    def _channel(self, argv: Sequence[str]) -> tuple[paramiko.Channel, str]:
+        command = " ".join(shlex.quote(str(a)) for a in argv)
+        try:
+            channel = self._connection().open_session(timeout=self.connect_timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(f"starting {argv[0]}", exc) from None
+        return channel, command
+
+    def run(self, argv: Sequence[str], timeout: float) -> Completed:
+        channel, _ = self._channel(argv)
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            channel.shutdown_write()  # no stdin: like </dev/null
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(1 << 16)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(1 << 16)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    _close_quietly(channel)
+                    raise DeviceError(f"target {self.target}: {argv[0]} did not finish in {timeout:.0f}s; "
+                                      f"raise the profile's [bench] max_s or check what is hogging the device",
+                                      kind="timeout")
+                select.select([channel], [], [], min(left, 1.0))
+            status = channel.recv_exit_status() if channel.exit_status_ready() else -1
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(f"running {argv[0]}", exc) from None
+        finally:
+            _close_quietly(channel)
+        if status == -1:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                raise self._lost(f"running {argv[0]}", ConnectionError("connection closed"))
+            # The command ended without an exit status: it was killed by a signal.
+            err += b"\n(killed by a signal on the device)"
+        return Completed(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    def spawn(self, argv: Sequence[str]) -> SSHSession:
+        """Start a long-lived command whose stdin is kept open (the device lock holder)."""
+        channel, _ = self._channel(argv)
+        return SSHSession(channel, self)
+
+    # ------------------------------------------------------------------ files
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is not None:
+            live = self._client.get_transport() if self._client else None
+            if live is not None and live.is_active():
+                return self._sftp
+            self._sftp = None
+        try:
+            self._sftp = paramiko.SFTPClient.from_transport(self._connection())
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost("opening sftp", exc) from None
+        return self._sftp
+
+    @staticmethod
+    def _rel(remote: str) -> str:
+        if remote == "~":
+            return "."
+        return remote[2:] if remote.startswith("~/") else remote
+
+    def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        if path in ("", ".", "/"):
+            return
+        try:
+            sftp.stat(path)
+            return
+        except FileNotFoundError:
+            pass
+        self._makedirs(sftp, posixpath.dirname(path))
+        try:
+            sftp.mkdir(path)
+        except OSError as exc:
+            try:
+                sftp.stat(path)  # made meanwhile by someone else: fine
+            except OSError:
+                raise exc from None
+
+    def _write_error(self, path: str, exc: BaseException) -> TransportError:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if "size mismatch" in reason:  # sftp-server dropped writes: in practice a full disk
+            reason = f"the device stored fewer bytes than were sent ({reason.split('!')[-1].strip()}): no space left?"
+        return TransportError(f"target {self.target}: cannot write {path} on the device: {reason}. Fix: free space "
+                              f"on the device or set the target's workdir to a writable folder")
+
+    def put(self, local: str, remote: str) -> None:
+        """Upload to a temporary name, then rename: a reader never sees a partial file."""
+        path = self._rel(remote)
+        parent, name = posixpath.split(path)
+        sftp = self._sftp_client()
+        tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}.part")
+        try:
+            self._makedirs(sftp, parent)
+            sftp.put(local, tmp, confirm=True)
+            sftp.posix_rename(tmp, path)
+        except (paramiko.SSHException, EOFError, ConnectionError, socket.error) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():
+                self._remove_quietly(sftp, tmp)
+                raise self._write_error(path, exc) from None
+            raise self._lost(f"uploading {name}", exc) from None
+
+    def _alive(self) -> bool:
+        transport = self._client.get_transport() if self._client else None
+        return transport is not None and transport.is_active()
+
+    @staticmethod
+    def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.remove(path)
+        except Exception:
+            pass
+
+    def get(self, remote: str, local: str) -> None:
+        sftp = self._sftp_client()
+        tmp = f"{local}.part"
+        try:
+            sftp.get(self._rel(remote), tmp)
+            os.replace(tmp, local)
+        except FileNotFoundError:
+            raise TransportError(f"target {self.target}: {remote} does not exist on the device") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if self._alive():
+                raise TransportError(f"target {self.target}: cannot read {remote}: {exc}") from None
+            raise self._lost(f"downloading {remote}", exc) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def exists(self, remote: str) -> bool:
+        sftp = self._sftp_client()
+        try:
+            sftp.stat(self._rel(remote))
+            return True
+        except FileNotFoundError:
+            return False
+        except PermissionError:
+            raise TransportError(f"target {self.target}: cannot look at {remote}: permission denied. Fix: set the "
+                                 f"target's workdir to a folder the login user owns") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(f"looking for {remote}", exc) from None
+
+
+class SSHSession:
+    """A running remote command: read its stdout line by line, close its stdin to end it."""
+
+    def __init__(self, channel: paramiko.Channel, owner: SSHTransport) -> None:
+        self.channel = channel
+        self.owner = owner
+        self._buffer = bytearray()
+
+    def readline(self, timeout: float) -> str:
+        """One line of stdout ('' at end of output or on timeout)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            if self.channel.recv_ready():
+                chunk = self.channel.recv(1 << 16)
+                if not chunk:
+                    break
+                self._buffer += chunk
+                continue
+            if self.channel.exit_status_ready() or self.channel.closed:
+                if not self.channel.recv_ready():
+                    break
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([self.channel], [], [], min(left, 1.0))
+        line, sep, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line.decode("utf-8", "replace") + ("\n" if sep else "")
+
+    def stderr(self) -> str:
+        data = bytearray()
+        while self.channel.recv_stderr_ready():
+            data += self.channel.recv_stderr(1 << 16)
+        return data.decode("utf-8", "replace")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End stdin (the command sees EOF and exits), wait for it, then close the channel."""
+        try:
+            self.channel.shutdown_write()
+            deadline = time.monotonic() + timeout
+            while not self.channel.exit_status_ready() and time.monotonic() < deadline:
+                select.select([self.channel], [], [], 0.2)
+                while self.channel.recv_ready():
+                    self.channel.recv(1 << 16)
+        except (paramiko.SSHException, EOFError, OSError):
+            pass
+        finally:
+            _close_quietly(self.channel)
+
+
+def _jump_host(spec: str) -> tuple[str, int | None, str | None]:
+    """First hop of a ProxyJump value `[user@]host[:port][,more]` (further hops are the jump's own config)."""
+    first = spec.split(",")[0].strip()
+    user, _, rest = first.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = int(tail[1:]) if tail.startswith(":") else None
+    elif rest.count(":") == 1:
+        host, p = rest.split(":")
+        port = int(p)
+    return host, port, user or None
+
+
+def _close_quietly(channel: paramiko.Channel) -> None:
+    """Closing a channel sends a message; on a dead connection that fails, and that is fine."""
+    try:
+        channel.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass

@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Deploy over SSH, measured against real loopback sshd test devices (tests/devices.py; needs root).
+
+- warm re-deploy overhead: connect, lock, probe, (reused) measurements, push check, install,
+  on-device smoke test, switch `current` - everything except measuring, which a warm run reuses.
+  Compared with the same warm re-deploy on the `local` target in the same run (A B A B).
+- agent first push: `ensure_agent` with no agent on the device vs with it there (A B A B).
+- fleet: wall time of profiling 1 device vs 4 devices at once, short workload, --force.
+
+Writes its section of BENCHMARKS.md. Usage: .venv/bin/python scripts/bench_deploy.py [--reps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+SHORT = """
+[build]
+recipes = ["onnx:fp32", "onnx:int8-static"]
+[bench]
+warmup_s = 0.05
+min_runs = 20
+min_s = 0.1
+max_s = 5.0
+[select]
+objective = "p90_ms"
+"""
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args()
+    if os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd"):
+        print("error: needs root and openssh-server (the test devices are real sshd processes)", file=sys.stderr)
+        return 2
+
+    scratch = Path(tempfile.mkdtemp(prefix="edgekit-bench-deploy-"))
+    home, project = scratch / "home", scratch / "project"
+    (project / "profiles").mkdir(parents=True)
+    home.mkdir()
+    (project / "profiles" / "short.toml").write_text(SHORT)
+    os.environ.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                      EDGEKIT_CACHE=os.environ.get("EDGEKIT_CACHE", str(scratch / "model-cache")))
+    os.chdir(project)
+    (project / "targets").mkdir()
+    (project / "targets" / "local.toml").write_text('transport = "local"\nworkdir = "~/.edgekit-local"\n')
+
+    from devices import PERSONAS, TestDevice, device_base
+    from edgekit import pipeline
+    from edgekit.device import connect, holder_name
+    from edgekit.examples import digits
+    from edgekit.spec import load_profile, load_target
+
+    devices: list[TestDevice] = []
+    try:
+        names = []
+        for i, persona in enumerate(["jetson-like", "phone-like", "jetson-like", "phone-like"]):
+            device = TestDevice(PERSONAS[persona], device_base(f"bench{i}"))
+            device.start()
+            devices.append(device)
+            names.append(device.register(home, project, name=f"dev{i}"))
+        print(f"devices: {', '.join(names)}", flush=True)
+
+        ctx = pipeline.prepare(digits.spec())
+        workspace = pipeline.Workspace(scratch / "host", scratch / "host" / "results.db")
+        prof = load_profile("short")
+        built = pipeline.compress(ctx, prof.recipes, workspace)
+
+        def deploy(name: str) -> float:
+            target = load_target(name)
+            start = time.perf_counter()
+            with connect(target) as device, device.locked(holder_name("bench"), 0):
+                result = pipeline.deploy(ctx, target, prof, device, workspace)
+            elapsed = time.perf_counter() - start
+            assert result.smoke["passed"]
+            return elapsed
+
+        # Cold deploys first (measuring happens here, not timed), then warm re-deploys interleaved.
+        deploy("dev0")
+        deploy("local")
+        warm_ssh, warm_local = [], []
+        for _ in range(args.reps):
+            warm_ssh.append(deploy("dev0"))
+            warm_local.append(deploy("local"))
+        print(f"warm re-deploy: ssh {median(warm_ssh):.2f}s local {median(warm_local):.2f}s", flush=True)
+
+        # Agent push: remove it from the device between runs.
+        push_cold, push_warm = [], []
+        target = load_target("dev1")
+        agent_dir = devices[1].device_path(".edgekit/agent")
+        for _ in range(args.reps):
+            shutil.rmtree(agent_dir, ignore_errors=True)
+            for bucket in (push_cold, push_warm):
+                with connect(target) as device:
+                    start = time.perf_counter()
+                    device.ensure_agent()
+                    bucket.append(time.perf_counter() - start)
+        print(f"agent: first push {median(push_cold):.2f}s, present {median(push_warm):.2f}s", flush=True)
+
+        # Fleet: 1 vs 4 devices, measuring every time (--force).
+        fleet_targets = [load_target(n) for n in names]
+        one, four = [], []
+        for _ in range(max(2, args.reps // 2)):
+            for bucket, chosen in ((one, fleet_targets[:1]), (four, fleet_targets)):
+                start = time.perf_counter()
+                outcome = pipeline.profile_fleet(ctx, chosen, prof, workspace, built, force=True)
+                bucket.append(time.perf_counter() - start)
+                failed = [n for n, r in outcome.items() if isinstance(r, Exception)]
+                assert not failed, {n: str(outcome[n]) for n in failed}
+        print(f"fleet: 1 device {median(one):.2f}s, 4 devices {median(four):.2f}s", flush=True)
+    finally:
+        for device in devices:
+            device.stop()
+            shutil.rmtree(device.base, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    cores = len(os.sched_getaffinity(0))
+    load = os.getloadavg()[0]
+    table = "\n".join([
+        "## Deploy over SSH (`scripts/bench_deploy.py`)",
+        "",
+        f"Real OpenSSH test devices on loopback (tests/devices.py), digits CNN, ONNX fp32 + int8; "
+        f"{args.reps} interleaved repetitions, medians. Host: {cores} cores, load average {load:.1f} while running "
+        f"(shared machine: compare ratios, not absolute seconds).",
+        "",
+        "| what | median s | baseline (same run) | ratio |",
+        "|---|---:|---|---:|",
+        f"| warm re-deploy over SSH (connect → lock → probe → reuse measurements → install → smoke test → switch) "
+        f"| {median(warm_ssh):.2f} | same on `local`: {median(warm_local):.2f} s | {median(warm_ssh) / median(warm_local):.2f} |",
+        f"| agent first push (put + verify + `version`) | {median(push_cold):.2f} | agent already there: "
+        f"{median(push_warm):.2f} s | {median(push_cold) / median(push_warm):.2f} |",
+        f"| profile 4 devices at once (short workload, --force) | {median(four):.2f} | 1 device: {median(one):.2f} s "
+        f"| {median(four) / median(one):.2f} |",
+        "",
+        f"Goal for the warm re-deploy: ≤ 2 s of overhead. Measured: {median(warm_ssh):.2f} s "
+        f"({'met' if median(warm_ssh) <= 2 else 'not met on this loaded machine'}). Host-side model loading "
+        f"(`prepare`) is excluded: it is the same for every target.",
+    ])
+    write_section(Path(args.output), "deploy", table)
+    print(table)
+    return 0
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replace only this benchmark's section, so parallel branches merge cleanly."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body}\n{end}"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

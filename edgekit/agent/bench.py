@@ -3,12 +3,14 @@ a minimum duration are met. All samples are kept and returned."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Dict, List, Optional
 
 from . import memory
 from . import power as power_mod
 from . import thermal
+from .latency import measure, measure_at_rate, warm_up
 from .sampler import Sampler, measure_idle, summary
 from .files import verified
 from .protocol import AgentError
@@ -32,9 +34,12 @@ def _timed(runner, feeds) -> float:
 def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[str], warmup_s: float,
           min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000, root: str = "/",
           power: str = "auto", power_interval_s: float = 0.05, idle_s: float = 1.0,
-          cooldown_c: Optional[float] = None, cooldown_max_s: float = 300.0) -> dict:
+          cooldown_c: Optional[float] = None, cooldown_max_s: float = 300.0, warmup_max_s: Optional[float] = None,
+          rate_hz: Optional[float] = None) -> dict:
     path = verified(artifact, sha256)
     warnings: List[str] = []
+    if warmup_max_s is None:
+        warmup_max_s = max(2.0, 4 * warmup_s)
     cooled = None
     if cooldown_c is not None:
         cooled = thermal.cooldown(root, cooldown_c, cooldown_max_s)
@@ -45,7 +50,7 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
     sensor, reasons = power_mod.discover(root, power)
     try:
         doc = _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs,
-                     warnings, sensor, reasons, power_interval_s, idle_s, root)
+                     warnings, sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz)
     finally:
         if sensor is not None:
             sensor.close()
@@ -53,12 +58,12 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
     govs = thermal.governors(root)
     doc["thermal"] = {"before": before, "after": after, "governors": govs, "cooldown": cooled}
     doc["warnings"].extend(thermal.warnings(before, after, govs))
-    doc["settings"]["cooldown_c"] = cooldown_c
+    doc["settings"].update({"cooldown_c": cooldown_c, "warmup_max_s": warmup_max_s, "rate_hz": rate_hz})
     return doc
 
 
 def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs, warnings,
-           sensor, reasons, power_interval_s, idle_s, root) -> dict:
+           sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz) -> dict:
     rss = {"start": memory.peak_rss_mb()}
     t = time.perf_counter()
     runner = make_runner(runtime)
@@ -76,23 +81,21 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     feeds = first_batch(load_npz(inputs)) if inputs else generated_inputs(runner.input_specs())
     first_ms = _timed(runner, feeds)
 
-    warm_runs, start = 0, time.perf_counter()
-    while warm_runs < 3 or time.perf_counter() - start < warmup_s:
-        _timed(runner, feeds)
-        warm_runs += 1
-        if time.perf_counter() - start > max_s:
-            break
-    warm_s = time.perf_counter() - start
+    warm = warm_up(lambda: _timed(runner, feeds), warmup_s, max(warmup_max_s, warmup_s), first_ms)
+    if not warm["steady"]:
+        warnings.append("latency did not settle within the {:.0f} s warmup bound (window medians {}): "
+                        "the device may be throttling or busy".format(
+                            max(warmup_max_s, warmup_s), ", ".join("{:.3g}".format(m) for m in warm["medians_ms"])))
 
     idle = measure_idle(sensor, idle_s, power_interval_s) if sensor is not None and idle_s > 0 else None
     sampler = Sampler(sensor, power_interval_s).start() if sensor is not None else None
-    samples: List[float] = []
+    rate = None
+    call = functools.partial(_timed, runner, feeds)
     start = time.perf_counter()
-    while True:
-        samples.append(_timed(runner, feeds))
-        elapsed = time.perf_counter() - start
-        if (len(samples) >= min_runs and elapsed >= min_s) or elapsed >= max_s or len(samples) >= max_runs:
-            break
+    if rate_hz:
+        samples, rate = measure_at_rate(call, rate_hz, min_runs, min_s, max_s, max_runs)
+    else:
+        samples = measure(call, min_runs, min_s, max_s, max_runs)
     measured_s = time.perf_counter() - start
     window = sampler.stop() if sampler is not None else None
     if sensor is None:
@@ -126,9 +129,10 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
                      "power_interval_s": power_interval_s, "idle_s": idle_s},
         "inputs": runner.input_specs(),
         "cold": {"import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": first_ms},
-        "warmup": {"runs": warm_runs, "seconds": warm_s},
+        "warmup": warm,
         "window": {"runs": len(samples), "seconds": measured_s},
         "latency": stats,
+        "rate": rate,
         "samples_ms": samples,
         "memory": mem,
         "power": power_doc,

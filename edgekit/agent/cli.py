@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--idle-s", type=float, default=1.0, help="idle baseline before the window; 0 skips it")
     b.add_argument("--cooldown-c", type=float, help="wait until the hottest thermal zone is at most this")
     b.add_argument("--cooldown-max-s", type=float, default=300.0)
+    b.add_argument("--warmup-max-s", type=float, help="bound on warmup when latency does not settle "
+                   "(default: max(2, 4 x warmup-s))")
+    b.add_argument("--rate-hz", type=float, help="call at this fixed rate (a camera) instead of back to back")
 
     r = sub.add_parser("run")
     artifact_args(r)
@@ -81,7 +84,8 @@ def dispatch(args) -> dict:
         return bench_mod.bench(args.runtime, args.artifact, args.sha256, args.inputs, args.warmup_s,
                                args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs, root=args.root,
                                power=args.power, power_interval_s=args.power_interval_s, idle_s=args.idle_s,
-                               cooldown_c=args.cooldown_c, cooldown_max_s=args.cooldown_max_s)
+                               cooldown_c=args.cooldown_c, cooldown_max_s=args.cooldown_max_s,
+                               warmup_max_s=args.warmup_max_s, rate_hz=args.rate_hz)
     if args.command == "run":
         return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads)
     if args.command == "install":

@@ -35,7 +35,7 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
           min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000, root: str = "/",
           power: str = "auto", power_interval_s: float = 0.05, idle_s: float = 1.0,
           cooldown_c: Optional[float] = None, cooldown_max_s: float = 300.0, warmup_max_s: Optional[float] = None,
-          rate_hz: Optional[float] = None) -> dict:
+          rate_hz: Optional[float] = None, provider: str = "auto") -> dict:
     path = verified(artifact, sha256)
     warnings: List[str] = []
     if warmup_max_s is None:
@@ -50,7 +50,7 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
     sensor, reasons = power_mod.discover(root, power)
     try:
         doc = _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs,
-                     warnings, sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz)
+                     warnings, sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz, provider)
     finally:
         if sensor is not None:
             sensor.close()
@@ -63,10 +63,10 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
 
 
 def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs, warnings,
-           sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz) -> dict:
+           sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz, provider) -> dict:
     rss = {"start": memory.peak_rss_mb()}
     t = time.perf_counter()
-    runner = make_runner(runtime)
+    runner = make_runner(runtime, provider)
     import_ms = (time.perf_counter() - t) * 1000.0
     rss["before_load"] = memory.peak_rss_mb()  # the runtime's own libraries are in from here on
     nvmap_before = memory.nvmap_used_mb(root)
@@ -78,6 +78,8 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     load_ms = (time.perf_counter() - t) * 1000.0
     rss["after_load"] = memory.peak_rss_mb()
 
+    if not inputs and any(spec["shape"] is None for spec in runner.input_specs()):
+        raise AgentError("bad_request", "the artifact does not record its input shapes: pass --inputs FILE.npz")
     feeds = first_batch(load_npz(inputs)) if inputs else generated_inputs(runner.input_specs())
     first_ms = _timed(runner, feeds)
 
@@ -140,13 +142,14 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     }
 
 
-def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0) -> dict:
+def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0,
+        provider: str = "auto") -> dict:
     """Outputs for supplied inputs: each array in `inputs` holds batches on a leading axis."""
     import numpy as np
 
     path = verified(artifact, sha256)
     arrays = load_npz(inputs)
-    runner = make_runner(runtime)
+    runner = make_runner(runtime, provider)
     runner.load(path, threads)
     count = {len(v) for v in arrays.values()}
     if len(count) != 1:

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--runtime", required=True)
         sp.add_argument("--sha256")
         sp.add_argument("--threads", type=int, default=0)
+        sp.add_argument("--provider", default="auto",
+                        help="onnxruntime execution provider: auto, cpu, cuda, tensorrt (or a full name)")
 
     b = sub.add_parser("bench")
     artifact_args(b)
@@ -85,9 +87,10 @@ def dispatch(args) -> dict:
                                args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs, root=args.root,
                                power=args.power, power_interval_s=args.power_interval_s, idle_s=args.idle_s,
                                cooldown_c=args.cooldown_c, cooldown_max_s=args.cooldown_max_s,
-                               warmup_max_s=args.warmup_max_s, rate_hz=args.rate_hz)
+                               warmup_max_s=args.warmup_max_s, rate_hz=args.rate_hz, provider=args.provider)
     if args.command == "run":
-        return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads)
+        return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads,
+                             args.provider)
     if args.command == "install":
         return deploy.install(args.workdir, args.model, args.variant, args.artifact, args.sha256, args.meta)
     if args.command == "activate":

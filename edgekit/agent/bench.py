@@ -97,7 +97,14 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     if rate_hz:
         samples, rate = measure_at_rate(call, rate_hz, min_runs, min_s, max_s, max_runs)
     else:
-        samples = measure(call, min_runs, min_s, max_s, max_runs)
+        try:
+            samples = measure(runner.bind(feeds), min_runs, min_s, max_s, max_runs)
+        except MemoryError:
+            raise AgentError("out_of_memory", "the device ran out of memory during inference")
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise AgentError("run_failed", "inference failed: {}".format(" ".join(str(exc).split())[:300]))
     measured_s = time.perf_counter() - start
     window = sampler.stop() if sampler is not None else None
     if sensor is None:

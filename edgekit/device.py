@@ -217,7 +217,20 @@ class Device:
             "--warmup-s", str(settings.warmup_s), "--min-runs", str(settings.min_runs),
             "--min-s", str(settings.min_s), "--max-s", str(settings.max_s),
             "--threads", str(settings.threads), "--max-runs", str(settings.max_runs),
-            timeout=2 * settings.max_s + 120))
+            *self._bench_extras(settings),
+            timeout=2 * settings.max_s + 120 + (300 if settings.cooldown_c is not None else 0)))
+
+    def _bench_extras(self, settings: BenchSettings) -> list[str]:
+        """Power, cooldown and rate options, and the target's sensor root and power sensor."""
+        power = settings.power if settings.power != "auto" else (self.target.power or "auto")
+        extras = ["--power", power]
+        if self.target.sensor_root:
+            extras += ["--root", self.target.sensor_root]
+        if settings.cooldown_c is not None:
+            extras += ["--cooldown-c", str(settings.cooldown_c)]
+        if settings.rate_hz:
+            extras += ["--rate-hz", str(settings.rate_hz)]
+        return extras
 
     def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
         """The artifact's first output for each batch, computed on the device."""

@@ -81,6 +81,9 @@ class BenchSettings:
     max_s: float = 30.0
     threads: int = 0  # 0: the runtime's default
     max_runs: int = 20000  # bounds the samples kept for very fast models
+    power: str = "auto"  # auto | off | a sensor name (edgekit.agent.power.NAMES)
+    cooldown_c: float | None = None  # wait until the hottest thermal zone is at most this
+    rate_hz: float | None = None  # call at a fixed rate (a camera) instead of back to back
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,14 +157,30 @@ class Measurement:
     document: dict[str, Any] = field(default_factory=dict)
     reused: bool = False  # taken from the store instead of measured in this run
 
+    @property
+    def power(self) -> dict[str, Any]:
+        """The agent's `power` section: avg/peak W, energy per inference, sensor, or why none."""
+        return self.document.get("power") or {}
+
     def figure(self, name: str) -> float | None:
-        """A figure by the names profiles use (`p90_ms`, `peak_rss_mb`, ...)."""
+        """A figure by the names profiles use (`p90_ms`, `peak_rss_mb`, `energy_mj`, ...)."""
         if name == "peak_rss_mb":
             return self.memory.get("peak_rss_mb")
+        if name == "energy_mj":
+            return self.power.get("energy_per_inference_mj")
         return self.stats.get(name)
 
 
 # --------------------------------------------------------------------------- TOML reading
+
+
+def _power_choice(bench: "_Table") -> str:
+    from .agent.power import NAMES
+
+    value = bench.text("power", default="auto")
+    if value not in ("auto", "off") + NAMES:
+        raise bench.fail("power", f"{value!r} is not a sensor", f"use auto, off or one of {', '.join(NAMES)}")
+    return value
 
 
 class _Table:
@@ -391,7 +410,7 @@ def load_target(name: str) -> Target:
         workdir=doc.text("workdir", default="~/.edgekit"),
         arch=doc.text("arch"),
         runtimes=doc.str_list("runtimes"),
-        power=doc.text("power"),
+        power=_power_choice(doc) if "power" in doc.data else None,
         sensor_root=doc.text("sensor_root"),
         notes=doc.text("notes", default="") or "",
         source=str(path),
@@ -426,6 +445,9 @@ def load_profile(name: str) -> Profile:
         max_s=bench.number("max_s", d.max_s, minimum=0.1),
         threads=bench.number("threads", d.threads, integer=True),
         max_runs=bench.number("max_runs", d.max_runs, minimum=1, integer=True),
+        power=_power_choice(bench),
+        cooldown_c=bench.number("cooldown_c", None, minimum=0.0),
+        rate_hz=bench.number("rate_hz", None, minimum=0.001),
     )
 
     select = doc.table("select")

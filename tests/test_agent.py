@@ -71,6 +71,29 @@ def test_agent_runs_on_python38_without_host_code(agent, tmp_path):
     assert rc == 0 and doc["models"] == {}
 
 
+PY38_SITE = Path(__file__).resolve().parent.parent / ".venv" / "py38-site"
+
+
+@pytest.mark.skipif(PY38 is None or not (PY38_SITE / "onnxruntime").is_dir(),
+                    reason="no python3.8 with numpy + onnxruntime (scripts/test installs them into .venv/py38-site)")
+def test_agent_benches_on_python38(agent, built, tmp_path):
+    _, variants = built
+    v = variants["onnx:int8-static"]
+    env = dict(os.environ, PYTHONPATH=str(PY38_SITE))
+    proc = subprocess.run([PY38, str(agent), "bench", "--artifact", v.path, "--runtime", "onnxruntime", "--sha256",
+                           v.sha256, "--warmup-s", "0.05", "--min-runs", "30", "--min-s", "0.2", "--idle-s", "0"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0, doc
+    assert doc["latency"]["n"] >= 30 and doc["runtime"]["name"] == "onnxruntime"
+    assert "available" in doc["power"] and "before" in doc["thermal"]
+    np.savez(tmp_path / "in.npz", input=np.zeros((2, 1, 1, 8, 8), np.float32))
+    proc = subprocess.run([PY38, str(agent), "run", "--artifact", v.path, "--runtime", "onnxruntime", "--inputs",
+                           str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["batches"] == 2
+
+
 def test_probe_reads_cgroup_limits_and_board_under_a_root(agent, tmp_path):
     root = tmp_path / "root"
     (root / "proc/self").mkdir(parents=True)

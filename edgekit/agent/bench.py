@@ -3,10 +3,15 @@ a minimum duration are met. All samples are kept and returned."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Dict, List, Optional
 
 from . import memory
+from . import power as power_mod
+from . import thermal
+from .latency import measure, measure_at_rate, warm_up
+from .sampler import Sampler, measure_idle, summary
 from .files import verified
 from .protocol import AgentError
 from .runners import first_batch, generated_inputs, load_npz, make_runner
@@ -27,14 +32,44 @@ def _timed(runner, feeds) -> float:
 
 
 def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[str], warmup_s: float,
-          min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000) -> dict:
+          min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000, root: str = "/",
+          power: str = "auto", power_interval_s: float = 0.05, idle_s: float = 1.0,
+          cooldown_c: Optional[float] = None, cooldown_max_s: float = 300.0, warmup_max_s: Optional[float] = None,
+          rate_hz: Optional[float] = None, provider: str = "auto") -> dict:
     path = verified(artifact, sha256)
     warnings: List[str] = []
+    if warmup_max_s is None:
+        warmup_max_s = max(2.0, 4 * warmup_s)
+    cooled = None
+    if cooldown_c is not None:
+        cooled = thermal.cooldown(root, cooldown_c, cooldown_max_s)
+        if not cooled["reached"]:
+            warnings.append("cooldown to {} C not reached ({}); measuring anyway".format(
+                cooldown_c, cooled.get("reason") or "{:.1f} C after {:.0f} s".format(cooled["end_c"], cooled["waited_s"])))
+    before = thermal.snapshot(root)
+    sensor, reasons = power_mod.discover(root, power)
+    try:
+        doc = _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs,
+                     warnings, sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz, provider)
+    finally:
+        if sensor is not None:
+            sensor.close()
+    after = thermal.snapshot(root)
+    govs = thermal.governors(root)
+    doc["thermal"] = {"before": before, "after": after, "governors": govs, "cooldown": cooled}
+    doc["warnings"].extend(thermal.warnings(before, after, govs))
+    doc["settings"].update({"cooldown_c": cooldown_c, "warmup_max_s": warmup_max_s, "rate_hz": rate_hz})
+    return doc
+
+
+def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs, warnings,
+           sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz, provider) -> dict:
     rss = {"start": memory.peak_rss_mb()}
     t = time.perf_counter()
-    runner = make_runner(runtime)
+    runner = make_runner(runtime, provider)
     import_ms = (time.perf_counter() - t) * 1000.0
     rss["before_load"] = memory.peak_rss_mb()  # the runtime's own libraries are in from here on
+    nvmap_before = memory.nvmap_used_mb(root)
     t = time.perf_counter()
     try:
         runner.load(path, threads)
@@ -43,30 +78,51 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
     load_ms = (time.perf_counter() - t) * 1000.0
     rss["after_load"] = memory.peak_rss_mb()
 
+    if not inputs and any(spec["shape"] is None for spec in runner.input_specs()):
+        raise AgentError("bad_request", "the artifact does not record its input shapes: pass --inputs FILE.npz")
     feeds = first_batch(load_npz(inputs)) if inputs else generated_inputs(runner.input_specs())
     first_ms = _timed(runner, feeds)
 
-    warm_runs, start = 0, time.perf_counter()
-    while warm_runs < 3 or time.perf_counter() - start < warmup_s:
-        _timed(runner, feeds)
-        warm_runs += 1
-        if time.perf_counter() - start > max_s:
-            break
-    warm_s = time.perf_counter() - start
+    warm = warm_up(lambda: _timed(runner, feeds), warmup_s, max(warmup_max_s, warmup_s), first_ms)
+    if not warm["steady"]:
+        warnings.append("latency did not settle within the {:.0f} s warmup bound (window medians {}): "
+                        "the device may be throttling or busy".format(
+                            max(warmup_max_s, warmup_s), ", ".join("{:.3g}".format(m) for m in warm["medians_ms"])))
 
-    samples: List[float] = []
+    idle = measure_idle(sensor, idle_s, power_interval_s) if sensor is not None and idle_s > 0 else None
+    sampler = Sampler(sensor, power_interval_s).start() if sensor is not None else None
+    rate = None
+    call = functools.partial(_timed, runner, feeds)
     start = time.perf_counter()
-    while True:
-        samples.append(_timed(runner, feeds))
-        elapsed = time.perf_counter() - start
-        if (len(samples) >= min_runs and elapsed >= min_s) or elapsed >= max_s or len(samples) >= max_runs:
-            break
+    if rate_hz:
+        samples, rate = measure_at_rate(call, rate_hz, min_runs, min_s, max_s, max_runs)
+    else:
+        try:
+            samples = measure(runner.bind(feeds), min_runs, min_s, max_s, max_runs)
+        except MemoryError:
+            raise AgentError("out_of_memory", "the device ran out of memory during inference")
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise AgentError("run_failed", "inference failed: {}".format(" ".join(str(exc).split())[:300]))
     measured_s = time.perf_counter() - start
+    window = sampler.stop() if sampler is not None else None
+    if sensor is None:
+        power_doc = {"available": False, "reason": "; ".join(reasons)}
+    else:
+        power_doc = summary(sensor, window, idle, len(samples), sampler.interval_s)
+        if power_doc.get("available") and power_doc["samples"] < 10:
+            warnings.append("only {} power samples in the window: raise min_s for a steadier energy figure"
+                            .format(power_doc["samples"]))
+        warnings.extend(n for n in power_doc.get("notes", []) if "unplug" in n)
     if len(samples) < min_runs:
         warnings.append("stopped at max_s={}s after {} runs, fewer than min_runs={}".format(max_s, len(samples), min_runs))
     rss["after_run"] = memory.peak_rss_mb()
     mem: Dict[str, object] = {"peak_rss_mb_" + k: v for k, v in rss.items()}
     mem["peak_rss_mb"] = rss["after_run"]
+    if nvmap_before is not None:  # Jetson unified memory: GPU buffers do not show in RSS
+        mem["nvmap_used_mb_before_load"] = nvmap_before
+        mem["nvmap_used_mb_after_run"] = memory.nvmap_used_mb(root)
     if rss["before_load"] is not None and rss["after_run"] is not None:
         mem["model_rss_mb"] = rss["after_run"] - rss["before_load"]
 
@@ -78,25 +134,29 @@ def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[s
         "runtime": runner.describe(),
         "artifact": {"path": path, "sha256": sha256},
         "settings": {"warmup_s": warmup_s, "min_runs": min_runs, "min_s": min_s, "max_s": max_s,
-                     "threads": threads, "inputs": "file" if inputs else "generated"},
+                     "threads": threads, "inputs": "file" if inputs else "generated",
+                     "power_interval_s": power_interval_s, "idle_s": idle_s},
         "inputs": runner.input_specs(),
         "cold": {"import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": first_ms},
-        "warmup": {"runs": warm_runs, "seconds": warm_s},
+        "warmup": warm,
         "window": {"runs": len(samples), "seconds": measured_s},
         "latency": stats,
+        "rate": rate,
         "samples_ms": samples,
         "memory": mem,
+        "power": power_doc,
         "warnings": warnings,
     }
 
 
-def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0) -> dict:
+def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0,
+        provider: str = "auto") -> dict:
     """Outputs for supplied inputs: each array in `inputs` holds batches on a leading axis."""
     import numpy as np
 
     path = verified(artifact, sha256)
     arrays = load_npz(inputs)
-    runner = make_runner(runtime)
+    runner = make_runner(runtime, provider)
     runner.load(path, threads)
     count = {len(v) for v in arrays.values()}
     if len(count) != 1:

@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--runtime", required=True)
         sp.add_argument("--sha256")
         sp.add_argument("--threads", type=int, default=0)
+        sp.add_argument("--provider", default="auto",
+                        help="onnxruntime execution provider: auto, cpu, cuda, tensorrt (or a full name)")
 
     b = sub.add_parser("bench")
     artifact_args(b)
@@ -48,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--min-s", type=float, default=1.0)
     b.add_argument("--max-s", type=float, default=30.0)
     b.add_argument("--max-runs", type=int, default=1000000)
+    b.add_argument("--root", default="/", help="read device files under this root (tests)")
+    b.add_argument("--power", default="auto", help="auto, off, or a sensor name")
+    b.add_argument("--power-interval-s", type=float, default=0.05)
+    b.add_argument("--idle-s", type=float, default=1.0, help="idle baseline before the window; 0 skips it")
+    b.add_argument("--cooldown-c", type=float, help="wait until the hottest thermal zone is at most this")
+    b.add_argument("--cooldown-max-s", type=float, default=300.0)
+    b.add_argument("--warmup-max-s", type=float, help="bound on warmup when latency does not settle "
+                   "(default: max(2, 4 x warmup-s))")
+    b.add_argument("--rate-hz", type=float, help="call at this fixed rate (a camera) instead of back to back")
 
     r = sub.add_parser("run")
     artifact_args(r)
@@ -85,9 +96,13 @@ def dispatch(args) -> dict:
         return probe(args.root)
     if args.command == "bench":
         return bench_mod.bench(args.runtime, args.artifact, args.sha256, args.inputs, args.warmup_s,
-                               args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs)
+                               args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs, root=args.root,
+                               power=args.power, power_interval_s=args.power_interval_s, idle_s=args.idle_s,
+                               cooldown_c=args.cooldown_c, cooldown_max_s=args.cooldown_max_s,
+                               warmup_max_s=args.warmup_max_s, rate_hz=args.rate_hz, provider=args.provider)
     if args.command == "run":
-        return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads)
+        return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads,
+                             args.provider)
     if args.command == "lock":
         hold.hold_lock(args.workdir, args.holder, args.wait_s)
         return None

@@ -29,3 +29,17 @@ def peak_rss_mb() -> Optional[float]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     except (ImportError, OSError):
         return None
+
+
+def nvmap_used_mb(root: str = "/") -> Optional[float]:
+    """Jetson's NvMapMemUsed (GPU buffers in the unified DRAM, system-wide); None elsewhere."""
+    import os
+
+    try:
+        with open(os.path.join(root, "proc/meminfo")) as fh:
+            for line in fh:
+                if line.startswith("NvMapMemUsed:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

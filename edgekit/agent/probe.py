@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import shutil
+import subprocess
 import sys
 from typing import Dict, List, Optional
+
+from . import power
 
 ISA_FLAGS = {
     "x86": ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -109,15 +114,56 @@ def memory(root: str) -> dict:
             break
     total = info.get("MemTotal")
     usable = min(x for x in (total, limit) if x) if (total or limit) else None
-    return {"total_bytes": total, "available_bytes": info.get("MemAvailable"),
-            "cgroup_limit_bytes": limit, "usable_bytes": usable}
+    doc = {"total_bytes": total, "available_bytes": info.get("MemAvailable"),
+           "cgroup_limit_bytes": limit, "usable_bytes": usable}
+    if "NvMapMemUsed" in info:  # Jetson: GPU allocations in the shared DRAM
+        doc["nvmap_used_bytes"] = info["NvMapMemUsed"]
+    return doc
+
+
+# L4T release -> JetPack, from NVIDIA's JetPack archive; a release not listed gets only its major.
+JETPACK = {"32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4",
+           "32.7.5": "4.6.5", "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2",
+           "35.5.0": "5.1.3", "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2"}
+JETPACK_MAJOR = {"32": "4", "34": "5", "35": "5", "36": "6", "38": "7"}
+
+
+def l4t(text: str) -> Optional[dict]:
+    """`# R35 (release), REVISION: 4.1, ...` -> {"l4t": "35.4.1", "jetpack": "5.1.2", ...}."""
+    m = re.search(r"R(\d+) \(release\), REVISION: (\d+)\.(\d+)", text)
+    if not m:
+        return None
+    release = "{}.{}.{}".format(*m.groups())
+    return {"l4t": release, "jetpack": JETPACK.get(release),
+            "jetpack_major": JETPACK_MAJOR.get(m.group(1))}
+
+
+def nvpmodel() -> Optional[dict]:
+    """`nvpmodel -q` -> {"mode": "15W", "id": 0} on Jetsons that have it."""
+    exe = shutil.which("nvpmodel")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc)}
+    text = out.stdout.decode("utf-8", "replace")
+    m = re.search(r"NV Power Mode:\s*(.+)", text)
+    ids = [line.strip() for line in text.splitlines() if line.strip().isdigit()]
+    if not m:
+        return {"error": " ".join((text + out.stderr.decode("utf-8", "replace")).split())[:200]}
+    return {"mode": m.group(1).strip(), "id": int(ids[0]) if ids else None}
 
 
 def board(root: str) -> dict:
     model = _read(root, "/proc/device-tree/model")
     tegra = _read(root, "/etc/nv_tegra_release")
-    return {"model": model.strip("\x00\n ") if model else None,
-            "nv_tegra_release": tegra.splitlines()[0].strip() if tegra else None}
+    doc = {"model": model.strip("\x00\n ") if model else None,
+           "nv_tegra_release": tegra.splitlines()[0].strip() if tegra else None}
+    if tegra:
+        doc.update(l4t(tegra) or {})
+        doc["nvpmodel"] = nvpmodel()
+    return doc
 
 
 def os_facts(root: str) -> dict:
@@ -188,6 +234,7 @@ def probe(root: str = "/") -> dict:
         "numpy": numpy_version,
         "runtimes": runtimes(),
         "governor": gov,
+        "power_sensor": power.found(root),
         "sensor_root": root,
         "warnings": warnings,
     }

@@ -357,3 +357,34 @@ def recipes() -> None:
     for r in RECIPES.values():
         table.add_row(r.name, r.format, r.precision, r.runtime, r.summary)
     out.print(table)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@main.command()
+@workspace_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here (default: report.html; stdout for --json/--csv/--markdown).")
+@click.option("--target", "targets", multiple=True, help="Only these targets (repeatable; default: all measured).")
+@click.option("--run", "runs", multiple=True, type=int, help="These runs (repeatable; default: latest per target).")
+@click.option("--model", help="Only runs of this model.")
+@handle_errors
+def report(home, db, output, targets, runs, model) -> None:
+    """A self-contained HTML report (plots, tables, provenance) that opens offline."""
+    from .report.data import gather, open_store
+    from .report.html import render
+
+    with open_store(_workspace(home, db).db_path) as store:
+        rep = gather(store, tuple(targets), tuple(runs), model)
+    path = output or Path("report.html")
+    _write(path, render(rep))
+    out.print(f"Wrote {path} ({', '.join(t.target for t in rep.targets)})", highlight=False)

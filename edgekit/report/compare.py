@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import TargetReport, VariantRow
+from ..errors import UsageError
+from ..results import ResultsStore
+from .data import TargetReport, VariantRow, latest_run, run_targets, target_report
 
 ALPHA = 0.01
 MIN_CHANGE = 0.05
@@ -128,3 +130,46 @@ def compare(columns: list[TargetReport], kind: str, alpha: float = ALPHA, min_ch
         for recipe in recipes:
             deltas[(i, recipe)] = delta(recipe, base.row(recipe), col.row(recipe), alpha, min_change)
     return Comparison(kind, columns, recipes, deltas, alpha, min_change)
+
+
+def _one_target(store: ResultsStore, targets: tuple[str, ...], run_ids: list[int]) -> str:
+    if len(targets) > 1:
+        raise UsageError("--run/--baseline compare one target over time, but several --target were given. "
+                         "Fix: give one --target, or compare targets without --run")
+    if targets:
+        return targets[0]
+    on = sorted({t for run_id in run_ids for t in run_targets(store, run_id)})
+    if len(on) != 1:
+        raise UsageError(f"runs {', '.join(map(str, run_ids))} measured on {', '.join(on)}. "
+                         "Fix: add --target NAME")
+    return on[0]
+
+
+def columns(store: ResultsStore, targets: tuple[str, ...] = (), runs: tuple[int, ...] = (),
+            baseline: int | None = None, model: str | None = None) -> tuple[str, list[TargetReport]]:
+    """What `edgekit compare` compares: ("targets", latest run per target) or ("runs", runs on one target),
+    the baseline (or first run) first."""
+    if baseline is None and not runs:
+        if len(targets) < 2:
+            raise UsageError("nothing to compare. Fix: give two --target, two --run, or --baseline RUN")
+        cols = [target_report(store, latest_run(store, t, model), t) for t in targets]
+        models = sorted({c.model or "?" for c in cols})
+        if len(models) > 1:
+            raise UsageError(f"the latest runs on {', '.join(targets)} are of different models ({', '.join(models)}). "
+                             "Fix: add --model NAME")
+        return "targets", cols
+    run_ids = ([baseline] if baseline is not None else []) + list(runs)
+    target = _one_target(store, targets, run_ids)
+    if baseline is not None and not runs:
+        base = target_report(store, baseline, target)
+        latest = latest_run(store, target, model or base.model)
+        if latest == baseline:
+            raise UsageError(f"run {baseline} is the latest run on {target}: nothing newer to compare with it. "
+                             f"Fix: run `edgekit profile --target {target}` first, or add --run ID")
+        run_ids.append(latest)
+    if len(run_ids) < 2:
+        raise UsageError("one run alone is nothing to compare. Fix: add a second --run, or --baseline RUN")
+    for run_id in run_ids:
+        if target not in run_targets(store, run_id):
+            raise UsageError(f"run {run_id} did not measure on {target}. Fix: pick runs that did")
+    return "runs", [target_report(store, run_id, target) for run_id in run_ids]

@@ -195,6 +195,10 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
     run = next(store.rows("SELECT * FROM runs WHERE id=?", run_id), None)
     if run is None:
         raise UsageError(f"--run {run_id}: no such run in {store.path}. Fix: use a run id printed by `edgekit profile` or `edgekit deploy`")
+    on = [r["target"] for r in store.rows("SELECT target FROM probes WHERE run_id=?", run_id)]
+    if target not in on:
+        raise UsageError(f"run {run_id} did not measure on {target} (it measured on {', '.join(on) or 'nothing'}). "
+                         "Fix: pick a run that measured this target")
     notes: list[str] = []
     settings = _settings(store, run, notes)
     links = list(store.rows("SELECT variant_id, measurement_id FROM run_variants WHERE run_id=? AND target=? "

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from . import fmt
+from .compare import Comparison, Delta
 from .data import Report, TargetReport, VariantRow
 
 # quantity -> decimals in JSON and CSV
@@ -120,3 +121,100 @@ def to_markdown(report: Report) -> str:
                          set(range(2, 12))), ""]
         out += [f"> {n}" for n in t.notes]
     return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def _label(c: Comparison, i: int) -> str:
+    t = c.columns[i]
+    return t.target if c.kind == "targets" else f"run {t.run_id}"
+
+
+def comparison_dict(c: Comparison) -> dict[str, Any]:
+    recipes = []
+    for recipe in c.recipes:
+        values = []
+        for i, col in enumerate(c.columns):
+            r = col.row(recipe)
+            entry: dict[str, Any] = {"column": _label(c, i), **({k: variant_dict(r)[k] for k in (
+                "status", "p50_ms", "ci95_median_ms", "p90_ms", "p99_ms", "n", "peak_rss_mb", "energy_mj")}
+                if r else {"status": "absent"})}
+            d = c.deltas.get((i, recipe))
+            if d is not None:
+                entry.update({"change": _r(d.change, "fraction"),
+                              "p_value": None if d.p_value is None else float(f"{d.p_value:.3g}"),
+                              "ci_overlap": d.ci_overlap, "verdict": d.verdict})
+            values.append(entry)
+        recipes.append({"recipe": recipe, "columns": values})
+    return {"schema": 1, "kind": c.kind, "alpha": c.alpha, "min_change": c.min_change,
+            "columns": [{"label": _label(c, i), "target": t.target, "run_id": t.run_id, "model": t.model,
+                         "started": t.started} for i, t in enumerate(c.columns)],
+            "recipes": recipes, "regressions": [f"{d.recipe} ({_label(c, i)})" for i, d in c.regressions]}
+
+
+def comparison_json(c: Comparison) -> str:
+    return json.dumps(comparison_dict(c), indent=2) + "\n"
+
+
+COMPARE_CSV = ("recipe", "column", "target", "run_id", "status", "p50_ms", "ci95_lo_ms", "ci95_hi_ms", "p90_ms",
+               "p99_ms", "energy_mj", "change", "p_value", "ci_overlap", "verdict")
+
+
+def comparison_csv(c: Comparison) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COMPARE_CSV)
+    ms = DECIMALS["ms"]
+    for recipe in c.recipes:
+        for i, col in enumerate(c.columns):
+            r = col.row(recipe)
+            ci = (r.ci95 if r else None) or (None, None)
+            d = c.deltas.get((i, recipe))
+            writer.writerow([recipe, _label(c, i), col.target, col.run_id, r.status if r else "absent",
+                             fmt.fixed(r and r.stat("p50_ms"), ms), fmt.fixed(ci[0], ms), fmt.fixed(ci[1], ms),
+                             fmt.fixed(r and r.stat("p90_ms"), ms), fmt.fixed(r and r.stat("p99_ms"), ms),
+                             fmt.fixed(r and r.energy_mj, DECIMALS["mj"]),
+                             fmt.fixed(d.change if d else None, DECIMALS["fraction"]),
+                             "" if d is None or d.p_value is None else f"{d.p_value:.3g}",
+                             "" if d is None or d.ci_overlap is None else str(d.ci_overlap).lower(),
+                             d.verdict if d else ""])
+    return buf.getvalue()
+
+
+def delta_text(d: Delta | None) -> str:
+    if d is None:
+        return ""
+    if d.change is None:
+        return "missing"
+    p = "" if d.p_value is None else f", p={d.p_value:.2g}"
+    return f"{fmt.signed_pct(d.change)} {d.verdict}{p}"
+
+
+def verdict_line(c: Comparison) -> str:
+    slower = ", ".join(f"{d.recipe} ({_label(c, i)})" for i, d in c.regressions)
+    if c.kind == "targets":
+        return (f"Significantly slower than on {c.columns[0].target}: {slower}." if slower
+                else f"Nothing significantly slower than on {c.columns[0].target}.")
+    return f"Significant regression vs run {c.columns[0].run_id}: {slower}." if slower else "No significant regression."
+
+
+def comparison_markdown(c: Comparison) -> str:
+    head = ["recipe"]
+    for i in range(len(c.columns)):
+        head += [f"{_label(c, i)} p50 ms (95% CI)", f"{_label(c, i)} p90 ms"] + (["vs " + _label(c, 0)] if i else [])
+    rows = []
+    for recipe in c.recipes:
+        row = [recipe]
+        for i, col in enumerate(c.columns):
+            r = col.row(recipe)
+            row += [f"{fmt.ms(r.stat('p50_ms'))} ({fmt.ci(r.ci95)})" if r and r.ok else "-",
+                    fmt.ms(r.stat("p90_ms")) if r else "-"] + ([delta_text(c.deltas.get((i, recipe)))] if i else [])
+        rows.append(row)
+    first = c.columns[0]
+    what = (f"{first.model or '?'} on " + ", ".join(t.target for t in c.columns) if c.kind == "targets"
+            else f"{first.model or '?'} on {first.target}, runs " + ", ".join(str(t.run_id) for t in c.columns))
+    verdict = verdict_line(c)
+    rule = (f"Significant: Mann-Whitney U p < {c.alpha:g}, medians' 95% CIs apart, and a change of at least "
+            f"{c.min_change:.0%}.")
+    return "\n".join([f"## edgekit compare: {what}", "", md_table(head, rows), "", verdict, "", rule]) + "\n"

@@ -76,6 +76,7 @@ class Cells(HTMLParser):
             self.target = self.recipe = None
 
 
+@pytest.mark.slow  # two real profile runs and three Chromium starts
 def test_report_html_renders_offline_in_chromium(measured, tmp_path_factory):
     if not chromium.available():
         pytest.fail("chromium is missing: ./scripts/test installs it (apt-get install -y chromium)")

@@ -21,8 +21,9 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu San
 h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 36px 0 6px; border-bottom: 2px solid var(--line); }
 h3 { font-size: 15px; margin: 18px 0 6px; } .muted { color: var(--muted); }
 table { border-collapse: collapse; background: #fff; margin: 8px 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
-.scroll { overflow-x: auto; } td.reason { min-width: 22em; } td.recipe { white-space: nowrap; }
+th, td { border: 1px solid var(--line); padding: 4px 6px; text-align: left; vertical-align: top; }
+.scroll { overflow-x: auto; } td.reason { min-width: 18em; } td.recipe { white-space: nowrap; }
+table.variants { font-size: 13px; } table.variants th { white-space: normal; }
 th { background: #f1f5f9; font-weight: 600; white-space: nowrap; } td.num { text-align: right; white-space: nowrap; }
 tr.chosen td { background: #f0fdf4; } tr.rejected td { color: #475569; }
 .status-chosen { color: var(--ok); font-weight: 700; } .status-rejected { color: var(--bad); }

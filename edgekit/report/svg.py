@@ -149,10 +149,18 @@ def scatter(kind: str, title: str, points: Sequence[Point], x_label: str, y_labe
         body.append(f'<circle class="point{" chosen" if p.highlight else ""}{" on-front" if p.on_front else ""}" '
                     f'cx="{ax.x(p.x)}" cy="{ax.y(p.y)}" r="{r}" fill="{colour}"{ring}>'
                     f'<title>{escape(p.label)}: {p.x:.4g}, {p.y:.4g}</title></circle>'
-                    f'<text class="point-label" x="{ax.x(p.x) + 9}" y="{ax.y(p.y) - 8}">{escape(p.label)}</text>')
+                    + _point_label(ax, p))
     body.append(f'<text class="legend" x="{ax.right}" y="22" text-anchor="end">'
                 f'<tspan fill="#16a34a">◌ - - Pareto front</tspan>  ◉ chosen</text>')
     return _svg(kind, title, "".join(body))
+
+
+def _point_label(ax: Axes, p: Point) -> str:
+    """Beside the point, on whichever side has room."""
+    x = ax.x(p.x)
+    right = x > ax.left + (ax.right - ax.left) * 0.6
+    return (f'<text class="point-label" x="{x - 9 if right else x + 9}" y="{ax.y(p.y) - 8}" '
+            f'text-anchor="{"end" if right else "start"}">{escape(p.label)}</text>')
 
 
 @dataclass

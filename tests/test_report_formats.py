@@ -162,3 +162,19 @@ def test_compare_and_check_bad_input(db):
                         (("check", "--target", "mars"), "no measurements on mars")):
         proc = run_cli(*args, "--db", str(db))
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
+
+
+def test_html_from_captured_store(db):
+    """The page's structure without a browser (the slow test loads it in Chromium)."""
+    from edgekit.report.html import render
+
+    with open_store(db) as store:
+        page = render(gather(store, runs=(1, 2)))
+    for kind in ("pareto", "energy", "latency", "cross-target"):
+        assert f'data-plot="{kind}"' in page
+    assert page.count('<circle class="point') == 4 and page.count('<rect class="box') == 4
+    with open_store(db) as store:
+        p90 = [r["p90_ms"] for r in store.rows("SELECT p90_ms FROM measurements WHERE run_id IN (1, 2) ORDER BY id")]
+    for value in p90:
+        assert f'data-key="p90_ms" data-value="{json.dumps(value)}"' in page
+    assert "<script" not in page and "http://" not in page and "https://" not in page

@@ -4,7 +4,9 @@ rendered to HTML and loaded in a real headless Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
@@ -129,7 +131,10 @@ def test_report_html_renders_offline_in_chromium(measured, tmp_path_factory):
     assert ImageStat.Stat(image).stddev[0] > 10, "the screenshot is blank"
     # The plot area of the first target (below the overview) is drawn, not empty background.
     assert len(set(image.crop((0, 600, 700, 1400)).getdata())) > 20
-    print(f"\nscreenshot: {png}")
+    keep = os.environ.get("EDGEKIT_KEEP_SCREENSHOT")  # pytest rotates its tmp dirs; keep a copy on request
+    if keep:
+        shutil.copy(png, keep)
+    print(f"\nscreenshot: {keep or png}")
 
 
 def test_report_errors_are_one_line(measured, tmp_path):

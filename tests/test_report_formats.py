@@ -180,3 +180,21 @@ def test_html_from_captured_store(db):
         assert f'data-key="p90_ms" data-value="{json.dumps(value)}"' in page
     assert "<script" not in page
     assert not re.search(r'(src|href)\s*=|url\(|@import|https?://(?!www\.w3\.org/2000/svg)', page)
+
+
+def test_store_written_before_run_links_still_reports(db, tmp_path, monkeypatch):
+    """Stores from before run_variants/run_profiles: a run's own measurements, selection with defaults
+    and a note saying so (the `fast` profile is not on the search path here)."""
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DELETE FROM run_variants")
+        con.execute("DELETE FROM run_profiles")
+    con.close()
+    with open_store(db) as store:
+        t = gather(store, runs=(1,)).targets[0]
+    assert [r.variant.recipe for r in t.rows] == ["onnx:fp32", "onnx:int8-static"]
+    assert t.objective == "p90_ms" and t.constraints == {} and t.chosen is not None
+    assert any("did not record its profile" in n for n in t.notes)

@@ -197,7 +197,8 @@ def bars(kind: str, title: str, items: Sequence[Bar], y_label: str) -> str:
         body.append(f'<rect class="bar{" chosen" if b.highlight else ""}" x="{cx - w / 2:.2f}" y="{y}" '
                     f'width="{w:.2f}" height="{max(0.5, ax.bottom - y):.2f}" fill="{colour}">'
                     f'<title>{escape(b.label)}: {b.value:.4g}</title></rect>'
-                    f'<text class="bar-value" x="{cx:.2f}" y="{y - 6}" text-anchor="middle">{b.value:.4g}</text>')
+                    f'<text class="bar-value" x="{cx:.2f}" y="{min(y, ax.y(b.high) if b.high is not None else y) - 6}" '
+                    f'text-anchor="middle">{b.value:.4g}</text>')
         if b.low is not None and b.high is not None:
             lo, hi = ax.y(b.low), ax.y(b.high)
             body.append(f'<path class="errorbar" d="M{cx:.2f},{lo}V{hi}M{cx - 6:.2f},{lo}h12M{cx - 6:.2f},{hi}h12" '

@@ -556,3 +556,133 @@ def recipes() -> None:
     for r in RECIPES.values():
         table.add_row(r.name, r.format, r.precision, r.runtime, r.summary)
     out.print(table)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def format_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--markdown", "fmt_", flag_value="markdown", help="Markdown (for a pull-request comment).")(fn)
+    fn = click.option("--csv", "fmt_", flag_value="csv", help="CSV, one row per variant.")(fn)
+    fn = click.option("--json", "fmt_", flag_value="json", help="A JSON document.")(fn)
+    return fn
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write(output, text)
+        err.print(f"Wrote {output}", highlight=False)
+
+
+@main.command()
+@workspace_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here (default: report.html; stdout for --json/--csv/--markdown).")
+@click.option("--target", "targets", multiple=True, help="Only these targets (repeatable; default: all measured).")
+@click.option("--run", "runs", multiple=True, type=int, help="These runs (repeatable; default: latest per target).")
+@click.option("--model", help="Only runs of this model.")
+@format_options
+@click.option("--table", "fmt_", flag_value="table", help="Terminal tables instead of HTML.")
+@handle_errors
+def report(home, db, output, targets, runs, model, fmt_) -> None:
+    """A self-contained HTML report (plots, tables, provenance) that opens offline."""
+    from .report import formats
+    from .report.data import gather, open_store
+
+    with open_store(_workspace(home, db).db_path) as store:
+        rep = gather(store, tuple(targets), tuple(runs), model)
+    if fmt_ in ("json", "csv", "markdown"):
+        _emit({"json": formats.to_json, "csv": formats.to_csv, "markdown": formats.to_markdown}[fmt_](rep), output)
+    elif fmt_ == "table":
+        from .report.table import report_table
+
+        for t in rep.targets:
+            out.print(report_table(t))
+    else:
+        from .report.html import render
+
+        path = output or Path("report.html")
+        _write(path, render(rep))
+        out.print(f"Wrote {path} ({', '.join(t.target for t in rep.targets)})", highlight=False)
+
+
+def _significance_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--min-change", type=click.FloatRange(0, 10), default=0.05, show_default=True,
+                      help="Smallest median change (fraction) that counts, however significant.")(fn)
+    fn = click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.01, show_default=True,
+                      help="Mann-Whitney U significance level.")(fn)
+    return fn
+
+
+@main.command()
+@workspace_options
+@click.option("--target", "targets", multiple=True, help="Targets side by side (latest run each), or the one "
+                                                          "target of --run/--baseline.")
+@click.option("--run", "runs", multiple=True, type=int, help="Runs of one target over time (repeatable).")
+@click.option("--baseline", type=int, help="Compare this run with the latest (or --run) on the target.")
+@click.option("--model", help="Only runs of this model.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not stdout.")
+@_significance_options
+@format_options
+@handle_errors
+def compare(home, db, targets, runs, baseline, model, output, alpha, min_change, fmt_) -> None:
+    """Same recipes on several targets, or one target over runs, with significant changes flagged."""
+    from .report import formats
+    from .report.compare import columns, compare as make
+    from .report.data import open_store
+
+    with open_store(_workspace(home, db).db_path) as store:
+        kind, cols = columns(store, tuple(targets), tuple(runs), baseline, model)
+    comparison = make(cols, kind, alpha, min_change)
+    if fmt_:
+        _emit({"json": formats.comparison_json, "csv": formats.comparison_csv,
+               "markdown": formats.comparison_markdown}[fmt_](comparison), output)
+        return
+    from .report.table import comparison_table
+
+    out.print(comparison_table(comparison))
+    from .report.formats import verdict_line
+
+    out.print(verdict_line(comparison), highlight=False, markup=False)
+
+
+@main.command()
+@workspace_options
+@click.option("--target", "target_name", required=True, help="The target whose chosen variant is checked.")
+@click.option("--run", "run_id", type=int, help="The run to check (default: the latest on the target).")
+@click.option("--max-p90-ms", type=float, help="Fail when the chosen variant's p90 latency is above this.")
+@click.option("--max-accuracy-drop", type=float, help="Fail above this accuracy drop (fraction: 0.01 = 1 point).")
+@click.option("--baseline", type=int, help="Fail when slower than in this run (significantly; see compare).")
+@_significance_options
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def check(home, db, target_name, run_id, max_p90_ms, max_accuracy_drop, baseline, alpha, min_change,
+          as_json) -> None:
+    """CI gate: exit 1 with the offending figures when the target's chosen variant misses a limit."""
+    from .report.check import run_checks
+    from .report.data import latest_run, open_store, target_report
+
+    with open_store(_workspace(home, db).db_path) as store:
+        t = target_report(store, run_id or latest_run(store, target_name), target_name)
+        base = target_report(store, baseline, target_name) if baseline is not None else None
+    checks = run_checks(t, max_p90_ms, max_accuracy_drop, base, alpha, min_change)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        _emit_json({"target": t.target, "run_id": t.run_id, "passed": not failed,
+                    "checks": [c.__dict__ for c in checks]})
+    else:
+        for c in checks:
+            out.print(("[green]PASS[/] " if c.ok else "[bold red]FAIL[/] ") + f"{c.name}: " + c.message.replace("[", r"\["),
+                      highlight=False)
+    if failed:
+        sys.exit(1)

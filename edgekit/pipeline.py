@@ -194,10 +194,16 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
     results = ResultsStore(workspace.db_path)
     run_id = results.start_run(command, ctx.spec.name, prof.name)
     results.save_probe(run_id, target.name, probe)
+    results.save_profile(run_id, {"name": prof.name, "source": prof.source, "recipes": list(prof.recipes),
+                                  "bench": prof.bench.to_dict(), "select": {
+                                      "objective": prof.select.objective,
+                                      "constraints": dict(prof.select.constraints)}})
     for v in variants:
-        if v.status == "ok":
-            results.save_variant(v)
+        results.save_variant(v)  # failed builds too: reports show why they are missing
     measured = profile(device, variants, prof.bench, results, run_id, probe, force, events)
+    for v in variants:
+        m = measured.get(v.id)
+        results.link_variant(run_id, target.name, v.id, m.store_id if m else None)
     selection = select(variants, measured, prof.select)
     result = DeployResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built},
                           selection, probe)

@@ -53,6 +53,17 @@ CREATE TABLE IF NOT EXISTS measurements (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_lookup ON measurements (target, sha256, settings_key, status);
+CREATE TABLE IF NOT EXISTS run_variants (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    target TEXT NOT NULL,
+    variant_id TEXT NOT NULL,
+    measurement_id INTEGER REFERENCES measurements(id),
+    PRIMARY KEY (run_id, target, variant_id)
+);
+CREATE TABLE IF NOT EXISTS run_profiles (
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id),
+    document TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER REFERENCES runs(id),
@@ -108,16 +119,30 @@ class ResultsStore:
             self.db.execute("INSERT OR REPLACE INTO probes (run_id, target, document) VALUES (?, ?, ?)",
                             (run_id, target, json.dumps(probe)))
 
-    def save_measurement(self, run_id: int, m: Measurement) -> None:
-        """Committed at once: a crash later in the run keeps what was measured."""
+    def save_measurement(self, run_id: int, m: Measurement) -> int:
+        """Committed at once: a crash later in the run keeps what was measured. Returns the row id."""
         with self.db:
-            self.db.execute(
+            cur = self.db.execute(
                 "INSERT INTO measurements (run_id, target, variant_id, sha256, settings_key, status, error_kind, "
                 "error_message, p50_ms, p90_ms, p99_ms, mean_ms, cv, peak_rss_mb, document, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, m.target, m.variant_id, m.sha256, m.settings_key, m.status, m.error_kind, m.error_message,
                  m.stats.get("p50_ms"), m.stats.get("p90_ms"), m.stats.get("p99_ms"), m.stats.get("mean_ms"),
                  m.stats.get("cv"), m.memory.get("peak_rss_mb"), json.dumps(m.document), _now()))
+        m.store_id = int(cur.lastrowid)
+        return m.store_id
+
+    def save_profile(self, run_id: int, profile: dict[str, Any]) -> None:
+        """The profile a run used, so reports select later exactly as the run did."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO run_profiles (run_id, document) VALUES (?, ?)",
+                            (run_id, json.dumps(profile)))
+
+    def link_variant(self, run_id: int, target: str, variant_id: str, measurement_id: int | None) -> None:
+        """Which variants a run considered on a target, and the measurement it used (fresh or reused)."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO run_variants (run_id, target, variant_id, measurement_id) "
+                            "VALUES (?, ?, ?, ?)", (run_id, target, variant_id, measurement_id))
 
     def find_measurement(self, target: str, sha256: str, settings_key: str) -> Measurement | None:
         """The newest successful measurement of this artifact on this device with these settings."""
@@ -146,4 +171,4 @@ def _measurement(row: sqlite3.Row) -> Measurement:
     return Measurement(target=row["target"], variant_id=row["variant_id"], sha256=row["sha256"],
                        status=row["status"], stats=doc.get("latency", {}), memory=doc.get("memory", {}),
                        cold=doc.get("cold", {}), error_kind=row["error_kind"], error_message=row["error_message"],
-                       settings_key=row["settings_key"], document=doc)
+                       settings_key=row["settings_key"], document=doc, store_id=row["id"])

@@ -156,6 +156,7 @@ class Measurement:
     settings_key: str = ""
     document: dict[str, Any] = field(default_factory=dict)
     reused: bool = False  # taken from the store instead of measured in this run
+    store_id: int | None = None  # its row in the results store, once saved
 
     @property
     def power(self) -> dict[str, Any]:

@@ -65,3 +65,53 @@ def selection_table(selection: Selection, target: str) -> Table:
                       f"{stats['cv'] * 100:.1f}" if "cv" in stats else "-",
                       f"{rss:.0f}" if rss is not None else "-", decision)
     return table
+
+
+def report_table(t) -> Table:
+    """One target of a report (`report.data.TargetReport`): the selection table plus CI, power, energy."""
+    from . import fmt
+
+    table = Table(title=f"{t.target}: {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
+                        f"(by {t.objective})", title_justify="left")
+    for col, justify in (("", "left"), ("recipe", "left"), ("size", "right"), ("p50 ms", "right"),
+                         ("95% CI", "right"), ("p90 ms", "right"), ("p99 ms", "right"), ("peak RSS MB", "right"),
+                         ("power W", "right"), ("energy mJ", "right"), ("accuracy %", "right"),
+                         ("drop pts", "right"), ("decision", "left")):
+        table.add_column(col, justify=justify)
+    for r in t.rows:
+        mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[r.status]
+        table.add_row(Text(mark, style=style), r.variant.recipe, fmt.size(r.variant.size_bytes),
+                      fmt.ms(r.stat("p50_ms")), fmt.ci(r.ci95), fmt.ms(r.stat("p90_ms")), fmt.ms(r.stat("p99_ms")),
+                      fmt.mb(r.peak_rss_mb), fmt.watts(r.avg_power_w), fmt.mj(r.energy_mj), fmt.pct(r.accuracy),
+                      fmt.pct(r.accuracy_drop),
+                      Text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style))
+    return table
+
+
+def comparison_table(c) -> Table:
+    """A `report.compare.Comparison`: recipes down, runs or targets across, deltas vs the first column."""
+    from . import fmt
+    from .formats import delta_text
+
+    labels = [t.target if c.kind == "targets" else f"run {t.run_id}" for t in c.columns]
+    first = c.columns[0]
+    title = (f"{first.model or '?'}: " + " vs ".join(labels) + (f" on {first.target}" if c.kind == "runs" else ""))
+    table = Table(title=title, title_justify="left")
+    table.add_column("recipe")
+    for i, label in enumerate(labels):
+        table.add_column(f"{label} p50 ms (95% CI)", justify="right")
+        table.add_column(f"{label} p90 ms", justify="right")
+        if i:
+            table.add_column(f"vs {labels[0]}", justify="left")
+    for recipe in c.recipes:
+        cells: list = [recipe]
+        for i, col in enumerate(c.columns):
+            r = col.row(recipe)
+            cells += [f"{fmt.ms(r.stat('p50_ms'))} ({fmt.ci(r.ci95)})" if r and r.ok else "-",
+                      fmt.ms(r.stat("p90_ms")) if r else "-"]
+            if i:
+                d = c.deltas.get((i, recipe))
+                style = {"slower": "bold red", "faster": "green"}.get(d.verdict if d else "", "")
+                cells.append(Text(delta_text(d), style=style))
+        table.add_row(*cells)
+    return table

@@ -1,0 +1,281 @@
+"""Rows for every view (HTML, terminal, JSON, CSV, Markdown), gathered from the results store.
+
+Selection is not re-implemented here: each run's variants and measurements go through
+`select.select` with the profile the run recorded, so a report says exactly what the run decided.
+Figures a measurement does not hold (power on a board without a sensor) stay None; views print "-".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import SpecError, UsageError
+from ..results import ResultsStore
+from ..select import Selection, select
+from ..spec import Measurement, SelectSettings, Variant, load_profile
+
+
+@dataclass
+class VariantRow:
+    """One variant on one target in one run, with the decision `select` made about it."""
+
+    target: str
+    run_id: int
+    variant: Variant
+    measurement: Measurement | None
+    status: str  # chosen | eligible | rejected
+    reason: str
+    measured_at: str | None = None
+    pareto: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.measurement is not None and self.measurement.status == "ok"
+
+    def stat(self, key: str) -> float | None:
+        if not self.ok:
+            return None
+        value = self.measurement.stats.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        ci = self.measurement.stats.get("ci95_median_ms") if self.ok else None
+        return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
+
+    @property
+    def samples(self) -> list[float]:
+        return [float(x) for x in self.measurement.document.get("samples_ms", [])] if self.ok else []
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        value = self.measurement.memory.get("peak_rss_mb") if self.ok else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def power(self) -> dict[str, Any]:
+        power = self.measurement.document.get("power") if self.ok else None
+        return power if isinstance(power, dict) else {}
+
+    @property
+    def avg_power_w(self) -> float | None:
+        return _first_number(self.power, ("avg_w", "average_w", "mean_w"))
+
+    @property
+    def energy_mj(self) -> float | None:
+        return _first_number(self.power, ("energy_per_inference_mj", "energy_mj"))
+
+    @property
+    def power_note(self) -> str:
+        """Why there is no power figure: the agent's reason, or that it did not measure power."""
+        if self.avg_power_w is not None or self.energy_mj is not None:
+            return ""
+        if not self.ok:
+            return "not measured"
+        reason = self.power.get("reason") or self.power.get("unavailable") or self.power.get("error")
+        return f"unavailable: {reason}" if isinstance(reason, str) and reason else "not measured"
+
+    @property
+    def accuracy(self) -> float | None:
+        return _number(self.variant.metrics.get("accuracy"))
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        return _number(self.variant.metrics.get("accuracy_drop"))
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        rt = self.measurement.document.get("runtime") if self.measurement else None
+        return rt if isinstance(rt, dict) else {}
+
+
+@dataclass
+class TargetReport:
+    """One run on one target: its variants, the decision, and what the numbers were measured on."""
+
+    target: str
+    run_id: int
+    model: str | None
+    profile: str | None
+    objective: str
+    constraints: dict[str, float]
+    started: str
+    edgekit_version: str
+    command: str
+    probe: dict[str, Any]
+    rows: list[VariantRow]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> VariantRow | None:
+        return next((r for r in self.rows if r.status == "chosen"), None)
+
+    def row(self, recipe: str) -> VariantRow | None:
+        return next((r for r in self.rows if r.variant.recipe == recipe), None)
+
+
+@dataclass
+class Report:
+    generated: str
+    edgekit_version: str
+    db: str
+    targets: list[TargetReport]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _first_number(doc: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        value = _number(doc.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def pareto_front(rows: list[VariantRow]) -> list[VariantRow]:
+    """Measured rows no other row beats on both p90 latency and accuracy (lower drop)."""
+    points = [r for r in rows if r.stat("p90_ms") is not None and r.accuracy is not None]
+    front = []
+    for r in points:
+        lat, acc = r.stat("p90_ms"), r.accuracy
+        dominated = any(o.stat("p90_ms") <= lat and o.accuracy >= acc and (o.stat("p90_ms") < lat or o.accuracy > acc)
+                        for o in points if o is not r)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: r.stat("p90_ms"))
+
+
+# --------------------------------------------------------------------------- reading the store
+
+
+def _settings(store: ResultsStore, run: Any, notes: list[str]) -> SelectSettings:
+    row = next(store.rows("SELECT document FROM run_profiles WHERE run_id=?", run["id"]), None)
+    if row is not None:
+        doc = json.loads(row["document"]).get("select", {})
+        return SelectSettings(objective=doc.get("objective", "p90_ms"), constraints=doc.get("constraints", {}))
+    if run["profile"]:
+        try:
+            return load_profile(run["profile"]).select
+        except SpecError:
+            pass
+    notes.append(f"run {run['id']} did not record its profile ({run['profile'] or 'none'}) and it cannot be "
+                 "found now: selection shown with the default p90_ms objective and no constraints")
+    return SelectSettings()
+
+
+def _variant(store: ResultsStore, variant_id: str) -> Variant | None:
+    row = next(store.rows("SELECT document FROM variants WHERE id=?", variant_id), None)
+    return Variant.from_dict(json.loads(row["document"])) if row else None
+
+
+def _measurement(store: ResultsStore, measurement_id: int) -> tuple[Measurement, str] | None:
+    from ..results import _measurement as from_row
+
+    row = next(store.rows("SELECT * FROM measurements WHERE id=?", measurement_id), None)
+    return (from_row(row), row["created"]) if row else None
+
+
+def open_store(path: Path) -> ResultsStore:
+    """The store, read for a report; a missing file is a usage error, not an empty new store."""
+    if not path.is_file():
+        raise UsageError(f"no results store at {path}. Fix: run `edgekit profile --target local` first, "
+                         "or pass --db / --home where the results are")
+    return ResultsStore(path)
+
+
+def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport:
+    """The run's variants on `target`, selected with the run's own profile."""
+    run = next(store.rows("SELECT * FROM runs WHERE id=?", run_id), None)
+    if run is None:
+        raise UsageError(f"--run {run_id}: no such run in {store.path}. Fix: use a run id printed by `edgekit profile` or `edgekit deploy`")
+    on = [r["target"] for r in store.rows("SELECT target FROM probes WHERE run_id=?", run_id)]
+    if target not in on:
+        raise UsageError(f"run {run_id} did not measure on {target} (it measured on {', '.join(on) or 'nothing'}). "
+                         "Fix: pick a run that measured this target")
+    notes: list[str] = []
+    settings = _settings(store, run, notes)
+    links = list(store.rows("SELECT variant_id, measurement_id FROM run_variants WHERE run_id=? AND target=? "
+                            "ORDER BY rowid", run_id, target))
+    if not links:  # stores written before run_variants existed: the run's own measurements
+        links = list(store.rows("SELECT variant_id, id AS measurement_id FROM measurements WHERE run_id=? "
+                                "AND target=? ORDER BY id", run_id, target))
+    variants: list[Variant] = []
+    measurements: dict[str, Measurement] = {}
+    created: dict[str, str] = {}
+    for link in links:
+        v = _variant(store, link["variant_id"])
+        if v is None:
+            notes.append(f"variant {link['variant_id']} is missing from the store")
+            continue
+        variants.append(v)
+        if link["measurement_id"] is not None:
+            found = _measurement(store, link["measurement_id"])
+            if found:
+                measurements[v.id], created[v.id] = found
+    selection: Selection = select(variants, measurements, settings)
+    rows = [VariantRow(target, run_id, r.variant, r.measurement, r.status, r.reason, created.get(r.variant.id))
+            for r in selection.rows]
+    for r in pareto_front(rows):
+        r.pareto = True
+    probe_row = next(store.rows("SELECT document FROM probes WHERE run_id=? AND target=?", run_id, target), None)
+    return TargetReport(target=target, run_id=run_id, model=run["model"], profile=run["profile"],
+                        objective=settings.objective, constraints=dict(settings.constraints),
+                        started=run["started"], edgekit_version=run["edgekit_version"], command=run["command"],
+                        probe=json.loads(probe_row["document"]) if probe_row else {}, rows=rows, notes=notes)
+
+
+def known_targets(store: ResultsStore) -> list[str]:
+    return [r["target"] for r in store.rows("SELECT DISTINCT target FROM probes ORDER BY target")]
+
+
+def latest_run(store: ResultsStore, target: str, model: str | None = None, before: int | None = None) -> int:
+    """The newest run that measured on `target` (optionally: of `model`, older than run `before`)."""
+    sql = ("SELECT p.run_id FROM probes p JOIN runs r ON r.id = p.run_id WHERE p.target=?"
+           + (" AND r.model=?" if model else "") + (" AND p.run_id<?" if before else "")
+           + " ORDER BY p.run_id DESC LIMIT 1")
+    args: list[Any] = [target] + ([model] if model else []) + ([before] if before else [])
+    row = next(store.rows(sql, *args), None)
+    if row is None:
+        known = ", ".join(known_targets(store)) or "none"
+        what = f"{target}" + (f" for model {model}" if model else "") + (f" before run {before}" if before else "")
+        raise UsageError(f"no measurements on {what} in {store.path} (targets measured: {known}). "
+                         f"Fix: run `edgekit profile --target {target}` first")
+    return int(row["run_id"])
+
+
+def run_targets(store: ResultsStore, run_id: int) -> list[str]:
+    targets = [r["target"] for r in store.rows("SELECT target FROM probes WHERE run_id=? ORDER BY target", run_id)]
+    if not targets:
+        raise UsageError(f"--run {run_id}: no such run with measurements in {store.path}. "
+                         "Fix: use a run id printed by `edgekit profile` or `edgekit deploy`")
+    return targets
+
+
+def gather(store: ResultsStore, targets: tuple[str, ...] = (), runs: tuple[int, ...] = (),
+           model: str | None = None) -> Report:
+    """Explicit runs (each on its targets, or only `targets`), else the latest run on each target."""
+    pairs: list[tuple[int, str]] = []
+    if runs:
+        for run_id in runs:
+            on = run_targets(store, run_id)
+            chosen = [t for t in on if t in targets] if targets else on
+            if targets and not chosen:
+                raise UsageError(f"--run {run_id} measured on {', '.join(on)}, not on {', '.join(targets)}. "
+                                 "Fix: drop --target or pick another run")
+            pairs += [(run_id, t) for t in chosen]
+    else:
+        names = list(targets) or known_targets(store)
+        if not names:
+            raise UsageError(f"{store.path} holds no measurements yet. "
+                             "Fix: run `edgekit profile --target local` (or deploy) first")
+        pairs = [(latest_run(store, t, model), t) for t in names]
+    reports = [target_report(store, run_id, t) for run_id, t in pairs]
+    return Report(generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  edgekit_version=__version__, db=str(store.path), targets=reports)

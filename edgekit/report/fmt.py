@@ -1,0 +1,50 @@
+"""How figures are written, in one place, so every view shows the same digits for the same number."""
+
+from __future__ import annotations
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def ci(bounds: tuple[float, float] | None) -> str:
+    return "-" if bounds is None else f"{ms(bounds[0])}–{ms(bounds[1])}"
+
+
+def size(n: int | None) -> str:
+    if not n:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)
+
+
+def mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def watts(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def mj(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def pct(fraction: float | None) -> str:
+    """A fraction as percent (accuracy) or points (accuracy drop)."""
+    return "-" if fraction is None else f"{fraction * 100:.2f}"
+
+
+def signed_pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:+.1f}%"
+
+
+def fixed(value: float | None, digits: int) -> str:
+    """Machine formats: a fixed number of decimals, empty when absent."""
+    return "" if value is None else f"{value:.{digits}f}"

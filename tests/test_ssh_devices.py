@@ -114,7 +114,11 @@ def test_targets_check_show_and_trust(ssh_devices, workdir):
     assert check["probe"]["cores"]["usable"] == 1  # taskset -c 1
     assert check["probe"]["runtimes"].get("onnxruntime") is None
     text = run_cli("targets", "check", "pi-like")
-    assert text.returncode == 0 and "cores      1 usable" in text.stdout and "no inference runtime" in text.stdout
+    assert text.returncode == 0 and "cores      1 usable" in text.stdout
+    if check["probe"]["runtimes"].get("tflite"):  # the tflite extra is installed: LiteRT only, as on a Pi
+        assert "runtimes   tflite" in text.stdout and "onnxruntime" not in text.stdout.split("runtimes", 1)[1]
+    else:
+        assert "no inference runtime" in text.stdout
 
     show = _json(run_cli("targets", "show", "pi-like", "--json"))
     assert show["resolved"] == {"hostname": pi.address, "port": pi.port, "user": "ekd-pi",

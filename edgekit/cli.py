@@ -294,7 +294,6 @@ class FleetEvents:
 def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: Path, db: Path | None,
                    force: bool, as_json: bool, wait_s: float) -> None:
     from . import pipeline
-    from .errors import DeviceError
     from .report.table import compress_table, selection_table
 
     targets = [load_target(name) for name in names]  # every file is checked before any device is touched

@@ -115,6 +115,7 @@ class Variant:
     size_bytes: int = 0
     status: str = "ok"  # ok | failed
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     converters: dict[str, str] = field(default_factory=dict)

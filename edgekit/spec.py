@@ -49,6 +49,7 @@ class ModelSpec:
     evaluation: str | None = None
     training: str | None = None
     source: str = "flags"
+    dynamic_batch: bool = False  # export ONNX with a symbolic batch dimension (shape[0] is the example)
 
     @property
     def is_onnx(self) -> bool:
@@ -258,7 +259,10 @@ def load_model_spec(path: Path) -> ModelSpec:
     doc = read_toml(path)
     doc.unknown_keys({"model", "data"})
     model = doc.table("model")
-    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs"})
+    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch"})
+    dynamic_batch = model.data.get("dynamic_batch", False)
+    if not isinstance(dynamic_batch, bool):
+        raise model.fail("dynamic_batch", f"expected true or false, got {dynamic_batch!r}", "write dynamic_batch = true")
     data = doc.table("data")
     data.unknown_keys({"calibration", "evaluation", "training"})
     base = path.parent
@@ -318,6 +322,7 @@ def load_model_spec(path: Path) -> ModelSpec:
         evaluation=data_ref("evaluation"),
         training=data_ref("training"),
         source=str(path),
+        dynamic_batch=dynamic_batch,
     )
 
 

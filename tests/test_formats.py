@@ -82,3 +82,15 @@ def test_onnx_input_allows_only_onnx_recipes(built, tmp_path):
     (other, _), (fp16, _) = built_here
     assert other.status == "failed" and "only onnx:* recipes apply" in other.error
     assert fp16.status == "ok" and fp16.metrics["top1_agreement"] >= 0.99
+
+
+@pytest.mark.slow
+def test_executorch_fp32_and_int8_run_in_the_executorch_runtime(built, tmp_path):
+    pytest.importorskip("executorch", reason="edgekit[executorch] not installed")
+    ctx, base = built
+    results = compress(ctx, ("executorch:fp32", "executorch:int8"), Workspace(tmp_path, tmp_path / "r.db"))
+    (fp32, _), (int8, _) = results
+    assert fp32.status == int8.status == "ok", (fp32.error, int8.error)
+    assert fp32.metrics["max_abs_diff"] < 1e-3 and fp32.metrics["parity_runtime"] == "executorch"
+    assert int8.metrics["top1_agreement"] >= 0.97 and int8.size_bytes < base["onnx:fp32"].size_bytes / 2.5
+    assert Path(fp32.path).read_bytes()[4:8] == b"ET12", "an ExecuTorch flatbuffer program"

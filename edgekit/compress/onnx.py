@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:300]
 
 
 @contextlib.contextmanager
@@ -50,13 +52,21 @@ def export_torch(model, ctx: BuildContext, out: Path) -> None:
     if getattr(ctx.spec, "dynamic_batch", False):
         batch = torch.export.Dim("batch", min=1, max=4096)
         kwargs["dynamic_shapes"] = tuple({0: batch} for _ in ctx.spec.inputs)
+    # torch.export cannot read a TorchScript module: those go through the TorchScript exporter
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    if scripted:
+        kwargs = {"dynamic_axes": {i.name: {0: "batch"} for i in ctx.spec.inputs} | {"output": {0: "batch"}}} \
+            if kwargs else {}
+        kwargs["dynamo"] = False
+    else:
+        kwargs.update(dynamo=True, external_data=False)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     chatter = io.StringIO()  # the exporter prints progress to stdout; keep --json output clean
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(out), input_names=[i.name for i in ctx.spec.inputs],
-                              output_names=["output"], dynamo=True, external_data=False,
-                              opset_version=OPSET, verbose=False, **kwargs)
+                              output_names=["output"], opset_version=OPSET, verbose=False, **kwargs)
     except Exception as exc:
         raise CompressError(f"torch.onnx.export failed: {_one_line(exc)}") from None
 
@@ -69,7 +79,10 @@ def export(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
         return {"source": "user ONNX file", "layer_merging": {"applied": False, "reason": "ONNX input"}}
     model, merge = prepared_model(ctx, recipe)
     export_torch(model, ctx, out)
-    opts = {"exporter": "torch.onnx dynamo", "opset": OPSET, "layer_merging": merge}
+    import torch
+
+    exporter = "torch.onnx (TorchScript exporter)" if isinstance(model, torch.jit.ScriptModule) else "torch.onnx dynamo"
+    opts = {"exporter": exporter, "opset": OPSET, "layer_merging": merge}
     if getattr(ctx.spec, "dynamic_batch", False):
         opts["dynamic_batch"] = True
     return opts

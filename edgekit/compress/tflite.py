@@ -61,7 +61,11 @@ def _convert_fp32(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any
             litert_torch.convert(model.eval(), args).export(str(out))
         except Exception as exc:
             raise CompressError(f"litert-torch conversion failed: {_one_line(exc)}") from None
-    return {"converter": "litert-torch", "layer_merging": merge}
+    opts: dict[str, Any] = {"converter": "litert-torch", "layer_merging": merge}
+    if ctx.spec.dynamic_batch:
+        opts["dynamic_batch"] = False
+        opts["warnings"] = ["dynamic_batch is ONNX-only: this .tflite has the example's fixed batch size"]
+    return opts
 
 
 def _io(path: Path) -> dict[str, Any]:

@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 ALL = ("onnx:fp32", "onnx:fp16", "onnx:int8-dynamic", "onnx:int8-static", "onnx:int8-static?types=u8u8",
        "onnx:int8-static?calibration=entropy", "onnx:int8-mixed", "torchscript:fp32", "torchscript:int8",
-       "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-static")
+       "tflite:fp32", "tflite:fp16", "tflite:int8-dynamic", "tflite:int8-static", "executorch:fp32",
+       "executorch:int8")
 
 
 # --------------------------------------------------------------------------- MobileNetV2 (built here)
@@ -123,6 +124,13 @@ def runner(variant, threads: int):
             it.set_tensor(d["index"], xq)
             it.invoke()
         return run
+    if variant.format == "executorch":
+        import torch
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(path).load_method("forward")
+        xt = torch.from_numpy(x)
+        return lambda: method.execute([xt])
     if variant.format == "torchscript":
         import torch
 
@@ -230,6 +238,12 @@ def main() -> None:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ])
+    if args.only:  # keep the other model's rows from the last full run
+        old = (ROOT / "BENCHMARKS.md").read_text() if (ROOT / "BENCHMARKS.md").exists() else ""
+        mine = {r.split("|")[1] for r in rows}
+        kept = [line for line in old.split("<!-- /bench:compress -->")[0].splitlines()
+                if line.startswith("| ") and not line.startswith("| model") and line.split("|")[1] not in mine]
+        text += "\n" + "\n".join(kept) + f"\n\n(`--only {args.only}` re-ran {args.only}; other rows from the previous run)"
     write_section(text)
     print(text)
 

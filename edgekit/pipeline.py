@@ -6,6 +6,7 @@ It reports progress through `Events` and never prints, so the CLI decides what a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from .compress import build_variant
 from .compress.context import BuildContext
 from .compress.parity import compare, onnx_outputs
+from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, connect, holder_name
 from .errors import DeviceError, EdgekitError, SelectionError
@@ -69,7 +71,13 @@ def prepare(spec: ModelSpec) -> BuildContext:
 
 
 def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
-             events: Events = Events()) -> list[tuple[Variant, bool]]:
+             events: Events = Events(), max_accuracy_drop: float | None = None,
+             isa: tuple[str, ...] | None = None) -> list[tuple[Variant, bool]]:
+    """Build each recipe. The budget flags variants over it (and drives onnx:int8-mixed); a known
+    target ISA picks the int8 defaults."""
+    if max_accuracy_drop is not None or isa is not None:
+        ctx = dataclasses.replace(ctx, max_accuracy_drop=ctx.max_accuracy_drop if max_accuracy_drop is None
+                                  else max_accuracy_drop, isa=ctx.isa if isa is None else tuple(isa))
     store = workspace.artifacts
     events.stage("compress", len(recipes))
     built = []
@@ -78,6 +86,8 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
         variant, cached = build_variant(recipe, ctx, store)
         if variant.status != "ok":
             events.note(f"{recipe}: failed: {variant.error}")
+        for warning in variant.warnings:
+            events.note(f"{recipe}: warning: {warning}")
         built.append((variant, cached))
     return built
 
@@ -184,13 +194,15 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
             command: str, force: bool = False, events: Events = Events(),
             built: list[tuple[Variant, bool]] | None = None) -> tuple[DeployResult, ResultsStore]:
     """compress -> probe -> bench -> select. The results store is opened only once inputs are valid."""
-    if built is None:
-        built = compress(ctx, prof.recipes, workspace, events)
-    variants = [v for v, _ in built]
     events.stage(f"probe {target.name}", 1)
     events.step("probe")
-    probe = device.probe()
+    probe = device.probe()  # first: the target's ISA picks the int8 defaults
     device.check_probe(probe)
+    if built is None:
+        isa = probe.get("cpu", {}).get("isa")
+        built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
+                         tuple(isa) if isinstance(isa, list) else None)
+    variants = [v for v, _ in built]
     results = ResultsStore(workspace.db_path)
     run_id = results.start_run(command, ctx.spec.name, prof.name)
     results.save_probe(run_id, target.name, probe)
@@ -226,7 +238,7 @@ def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_pa
         reference = reference_outputs(ctx.model, data, ctx.spec)
     else:
         reference = onnx_outputs(ctx.spec.path, data, ctx.spec)
-    on_host = compare(onnx_outputs(Path(variant.path), data, ctx.spec), reference, data.labels)
+    on_host = compare(artifact_outputs(variant.format, Path(variant.path), data, ctx.spec), reference, data.labels)
     on_device = compare(device.run(variant, installed_path, feeds), reference, data.labels)
     allowed_diff = max(2 * on_host["max_abs_diff"], 1e-4)
     allowed_mean = max(1.5 * on_host["mean_abs_diff"], 1e-5)

@@ -49,6 +49,7 @@ class ModelSpec:
     evaluation: str | None = None
     training: str | None = None
     source: str = "flags"
+    dynamic_batch: bool = False  # export ONNX with a symbolic batch dimension (shape[0] is the example)
 
     @property
     def is_onnx(self) -> bool:
@@ -119,6 +120,7 @@ class Variant:
     size_bytes: int = 0
     status: str = "ok"  # ok | failed
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     converters: dict[str, str] = field(default_factory=dict)
@@ -278,7 +280,10 @@ def load_model_spec(path: Path) -> ModelSpec:
     doc = read_toml(path)
     doc.unknown_keys({"model", "data"})
     model = doc.table("model")
-    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs"})
+    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch"})
+    dynamic_batch = model.data.get("dynamic_batch", False)
+    if not isinstance(dynamic_batch, bool):
+        raise model.fail("dynamic_batch", f"expected true or false, got {dynamic_batch!r}", "write dynamic_batch = true")
     data = doc.table("data")
     data.unknown_keys({"calibration", "evaluation", "training"})
     base = path.parent
@@ -338,6 +343,7 @@ def load_model_spec(path: Path) -> ModelSpec:
         evaluation=data_ref("evaluation"),
         training=data_ref("training"),
         source=str(path),
+        dynamic_batch=dynamic_batch,
     )
 
 

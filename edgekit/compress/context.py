@@ -18,3 +18,5 @@ class BuildContext:
     calibration: Dataset | None
     evaluation: Dataset | None
     reference: np.ndarray | None  # the original model's outputs on `evaluation`
+    isa: tuple[str, ...] | None = None  # the target's `cpu.isa` from its probe, when known
+    max_accuracy_drop: float | None = None  # the profile's budget: flags variants, drives onnx:int8-mixed

@@ -1,79 +1,222 @@
-"""ONNX builders: export from torch, and ONNX Runtime's static int8 QDQ quantization."""
+"""ONNX builders: export from torch (BN folded), fp16, and ONNX Runtime's int8 (dynamic, static QDQ).
+
+Every builder takes (ctx, recipe, out) and returns the options worth recording in variant.json.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..errors import CompressError
 from ..model import batches, example_inputs
 from .context import BuildContext
+from .isa import int8_types
+from .merge import prepared_model
+from .registry import Recipe
 
 OPSET = 18
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def _export(ctx: BuildContext, out: Path) -> dict[str, Any]:
-    """Export the torch model (or copy a user's ONNX file). Returns options worth recording."""
-    if ctx.model is None:
-        assert ctx.spec.path is not None
-        shutil.copyfile(ctx.spec.path, out)
-        return {"source": "user ONNX file"}
+def _one_line(exc: BaseException) -> str:
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:300]
+
+
+@contextlib.contextmanager
+def quiet():
+    """ORT's calibrators print() progress and log warnings; keep stdout clean for --json."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def export_torch(model, ctx: BuildContext, out: Path) -> None:
+    """torch.onnx (dynamo) export of `model` with the spec's inputs, batch dimension dynamic if asked."""
     import torch
 
     args = tuple(torch.from_numpy(v) for v in example_inputs(ctx.spec).values())
+    kwargs: dict[str, Any] = {}
+    if getattr(ctx.spec, "dynamic_batch", False):
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in ctx.spec.inputs)
+    # torch.export cannot read a TorchScript module: those go through the TorchScript exporter
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    if scripted:
+        kwargs = {"dynamic_axes": {i.name: {0: "batch"} for i in ctx.spec.inputs} | {"output": {0: "batch"}}} \
+            if kwargs else {}
+        kwargs["dynamo"] = False
+    else:
+        kwargs.update(dynamo=True, external_data=False)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     chatter = io.StringIO()  # the exporter prints progress to stdout; keep --json output clean
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            torch.onnx.export(ctx.model, args, str(out), input_names=[i.name for i in ctx.spec.inputs],
-                              output_names=["output"], dynamo=True, external_data=False,
-                              opset_version=OPSET, verbose=False)
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, args, str(out), input_names=[i.name for i in ctx.spec.inputs],
+                              output_names=["output"], opset_version=OPSET, verbose=False, **kwargs)
     except Exception as exc:
-        raise CompressError(f"torch.onnx.export failed: {' '.join(str(exc).split())[:300]}") from None
-    return {"exporter": "torch.onnx dynamo", "opset": OPSET}
+        raise CompressError(f"torch.onnx.export failed: {_one_line(exc)}") from None
 
 
-def build_fp32(ctx: BuildContext, out: Path) -> dict[str, Any]:
-    return _export(ctx, out)
+def export(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
+    """The fp32 ONNX graph every ONNX recipe starts from (or the user's own ONNX file)."""
+    if ctx.model is None:
+        assert ctx.spec.path is not None
+        shutil.copyfile(ctx.spec.path, out)
+        return {"source": "user ONNX file", "layer_merging": {"applied": False, "reason": "ONNX input"}}
+    model, merge = prepared_model(ctx, recipe)
+    export_torch(model, ctx, out)
+    import torch
+
+    exporter = "torch.onnx (TorchScript exporter)" if isinstance(model, torch.jit.ScriptModule) else "torch.onnx dynamo"
+    opts = {"exporter": exporter, "opset": OPSET, "layer_merging": merge}
+    if getattr(ctx.spec, "dynamic_batch", False):
+        opts["dynamic_batch"] = True
+    return opts
+
+
+def build_fp32(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
+    return export(ctx, recipe, out)
+
+
+def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
+    """fp16 weights and arithmetic; inputs and outputs stay fp32 unless keep_io_types=false."""
+    import onnx
+    from onnxconverter_common import float16
+
+    keep_io = recipe.flag("keep_io_types", True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        options = export(ctx, recipe, fp32)
+        try:
+            model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=keep_io,
+                                                     disable_shape_infer=False)
+            onnx.save(model, str(out))
+        except Exception as exc:
+            raise CompressError(f"onnxconverter-common float16 conversion failed: {_one_line(exc)}") from None
+    options.update({"converter": "onnxconverter_common.float16", "keep_io_types": keep_io,
+                    "io_dtype": "float32" if keep_io else "float16"})
+    return options
+
+
+def _types(recipe: Recipe, ctx: BuildContext) -> tuple[str, str]:
+    if "types" in recipe.opts:
+        return recipe.opts["types"], "set in the recipe"
+    return int8_types(ctx.isa)
+
+
+def _quant_types(types: str):
+    from onnxruntime.quantization import QuantType
+
+    act, weight = {"u8s8": ("QUInt8", "QInt8"), "u8s8-reduced": ("QUInt8", "QInt8"),
+                   "u8u8": ("QUInt8", "QUInt8"), "s8s8": ("QInt8", "QInt8")}[types]
+    return getattr(QuantType, act), getattr(QuantType, weight), types.endswith("-reduced")
+
+
+def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    types, reason = recipe.opts.get("types", "u8s8"), "set in the recipe" if "types" in recipe.opts else "default"
+    _, weight, reduce_range = _quant_types(types)
+    per_channel = recipe.flag("per_channel", False)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        options = export(ctx, recipe, fp32)
+        ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+        try:
+            with quiet():
+                quantize_dynamic(str(fp32), str(out), per_channel=per_channel, reduce_range=reduce_range,
+                                 weight_type=weight)
+        except Exception as exc:
+            raise CompressError(f"onnxruntime quantize_dynamic failed: {_one_line(exc)}") from None
+    options.update({"quantization": "dynamic", "types": types, "types_reason": reason, "per_channel": per_channel,
+                    "activation_type": "QUInt8 (computed at run time)", "weight_type": weight.name,
+                    "reduce_range": reduce_range})
+    if ops & {"Conv", "ConvTranspose"}:
+        options["warnings"] = ["conv net: ORT dynamic int8 runs convolutions as ConvInteger, about 12x slower "
+                               "than fp32 on x86; prefer onnx:int8-static for CNNs"]
+    return options
 
 
 class _Reader:
     """ONNX Runtime's CalibrationDataReader protocol over the user's calibration split."""
 
     def __init__(self, ctx: BuildContext) -> None:
-        self._it = iter(list(batches(ctx.calibration, ctx.spec)))
+        self._feeds = list(batches(ctx.calibration, ctx.spec))
+        self._it = iter(self._feeds)
 
     def get_next(self):
         return next(self._it, None)
 
-    def rewind(self) -> None:  # pragma: no cover - part of the protocol, unused by MinMax
-        pass
+    def rewind(self) -> None:
+        self._it = iter(self._feeds)
 
 
-def build_int8_static(ctx: BuildContext, out: Path) -> dict[str, Any]:
+def static_settings(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
+    """The recorded static-quantization settings: recipe options, else ISA-aware defaults."""
     if ctx.calibration is None:
         raise CompressError("needs calibration data: set [data] calibration in the model spec")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    types, reason = _types(recipe, ctx)
+    act, weight, reduce_range = _quant_types(types)
+    calibration = recipe.opts.get("calibration", "minmax")
+    settings = {"quant_format": "QDQ", "per_channel": recipe.flag("per_channel", True),
+                "calibration": {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[calibration],
+                "types": types, "types_reason": reason, "activation_type": act.name, "weight_type": weight.name,
+                "reduce_range": reduce_range, "calibration_samples": len(ctx.calibration)}
+    if calibration == "percentile":
+        settings["percentile"] = float(recipe.opts.get("percentile", 99.999))
+    return settings
+
+
+def preprocess(ctx: BuildContext, recipe: Recipe, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """Export and run ORT's pre-processing (shape inference, graph optimisation) once."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    options = {"quant_format": "QDQ", "per_channel": True, "calibration": "MinMax",
-               "activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": False,
-               "calibration_samples": len(ctx.calibration)}
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        pre = Path(tmp) / "pre.onnx"
-        options.update(_export(ctx, fp32))
-        try:
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    fp32, pre = tmp / "fp32.onnx", tmp / "pre.onnx"
+    options = export(ctx, recipe, fp32)
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    except Exception as exc:
+        raise CompressError(f"onnxruntime quant_pre_process failed: {_one_line(exc)}") from None
+    return pre, options
+
+
+def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
+             exclude: list[str] | None = None) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    extra: dict[str, Any] = {}
+    if settings["calibration"] == "Percentile":
+        extra["CalibPercentile"] = settings["percentile"]
+    try:
+        with quiet():
             quantize_static(str(pre), str(out), _Reader(ctx), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, reduce_range=False,
-                            calibrate_method=CalibrationMethod.MinMax)
-        except Exception as exc:
-            raise CompressError(f"onnxruntime quantize_static failed: {' '.join(str(exc).split())[:300]}") from None
-    return options
+                            per_channel=settings["per_channel"],
+                            activation_type=QuantType[settings["activation_type"]],
+                            weight_type=QuantType[settings["weight_type"]], reduce_range=settings["reduce_range"],
+                            calibrate_method=CalibrationMethod[settings["calibration"]],
+                            nodes_to_exclude=exclude or None, extra_options=extra)
+    except Exception as exc:
+        raise CompressError(f"onnxruntime quantize_static failed: {_one_line(exc)}") from None
+
+
+def build_int8_static(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
+    settings = static_settings(recipe, ctx)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, options = preprocess(ctx, recipe, Path(tmp))
+        quantize(pre, out, ctx, settings)
+    return {**settings, **options}

@@ -29,6 +29,16 @@ def _pct(value: float | None, signed: bool = False) -> str:
     return f"{value * 100:+.2f}" if signed else f"{value * 100:.2f}"
 
 
+def _state(v: Variant, cached: bool) -> Text:
+    """cached/built, plus what the user must not miss: over the accuracy budget, other warnings."""
+    text = Text("cached" if cached else "built")
+    if v.metrics.get("within_budget") is False:
+        text.append(" · over accuracy budget", style="bold red")
+    elif v.warnings:
+        text.append(f" · {v.warnings[0][:60]}", style="yellow")
+    return text
+
+
 def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     table = Table(title="Variants", title_justify="left")
     for col, justify in (("recipe", "left"), ("size", "right"),
@@ -43,7 +53,7 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
             continue
         table.add_row(v.recipe, _size(v.size_bytes), _pct(m.get("accuracy")),
                       _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")),
-                      f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", "cached" if cached else "built")
+                      f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", _state(v, cached))
     return table
 
 

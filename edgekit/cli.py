@@ -189,7 +189,7 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
     spec = resolve_spec(spec_path, factory, checkpoint, model_path, inputs, calibration, evaluation, model_name)
     ctx = prepare(spec)
     with RichEvents(quiet=as_json) as events:
-        built = run_compress(ctx, tuple(recipes) or prof.recipes, _workspace(home, db), events)
+        built = run_compress(ctx, tuple(recipes) or prof.recipes, _workspace(home, db), events, prof.techniques)
     if as_json:
         _emit_json({"model": spec.name, "variants": [{**v.to_dict(), "cached": c} for v, c in built]})
     else:

@@ -23,7 +23,7 @@ from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs
                     reference_outputs, weights_digest)
 from .results import ResultsStore
 from .select import Selection, select
-from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, Variant
+from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant
 
 SMOKE_SAMPLES = 64
 
@@ -68,7 +68,10 @@ def prepare(spec: ModelSpec) -> BuildContext:
 
 
 def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
-             events: Events = Events()) -> list[tuple[Variant, bool]]:
+             events: Events = Events(), techniques: TechniqueSettings | None = None) -> list[tuple[Variant, bool]]:
+    """Build every recipe; `techniques` (the profile's [techniques] table) sets technique-step defaults."""
+    if techniques is not None:
+        ctx.techniques = techniques
     store = workspace.artifacts
     events.stage("compress", len(recipes))
     built = []
@@ -182,7 +185,7 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
 def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
             command: str, force: bool = False, events: Events = Events()) -> tuple[DeployResult, ResultsStore]:
     """compress -> probe -> bench -> select. The results store is opened only once inputs are valid."""
-    built = compress(ctx, prof.recipes, workspace, events)
+    built = compress(ctx, prof.recipes, workspace, events, prof.techniques)
     variants = [v for v, _ in built]
     events.stage(f"probe {target.name}", 1)
     events.step("probe")

@@ -19,6 +19,7 @@ from .context import BuildContext
 from .parity import compare, onnx_outputs
 from .registry import Recipe, parse_recipe
 from .store import ArtifactStore, cache_key, file_sha256
+from .techniques import artifact_report, cache_parts as technique_cache_parts, transformed_context
 
 CONVERTERS = ("torch", "onnx", "onnxscript", "onnxruntime")
 
@@ -41,13 +42,18 @@ def variant_key(recipe: Recipe, ctx: BuildContext) -> str:
         "calibration": ctx.calibration.digest() if recipe.uses_calibration and ctx.calibration else None,
         "evaluation": ctx.evaluation.digest() if ctx.evaluation else None,
         "converters": converter_versions(),
+        **technique_cache_parts(recipe, ctx),  # issue 7: technique steps, their options, training data
     })
 
 
 def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> tuple[Variant, bool]:
     """The variant for `recipe_name` and whether it came from the cache."""
     recipe = parse_recipe(recipe_name)
-    key = variant_key(recipe, ctx)
+    try:
+        key = variant_key(recipe, ctx)
+    except CompressError as exc:  # issue 7: e.g. a technique step without training data
+        return Variant(id=recipe.name, recipe=recipe.name, format=recipe.format, precision=recipe.precision,
+                       runtime=recipe.runtime, model=ctx.spec.name, status="failed", error=str(exc)), False
     cached = store.lookup(key)
     if cached is not None:
         return cached, True
@@ -63,7 +69,11 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
     module_name, _, fn_name = recipe.builder.partition(":")
     try:
         builder = getattr(importlib.import_module(f"{__name__}.{module_name}"), fn_name)
-        variant.options = builder(ctx, artifact)
+        # issue 7: technique steps transform a copy of the model; parity below stays against the original
+        build_ctx, variant.techniques = transformed_context(recipe, ctx)
+        variant.options = builder(build_ctx, artifact)
+        if variant.techniques:
+            variant.options["artifact"] = artifact_report(artifact)
         variant.sha256 = file_sha256(artifact)
         variant.size_bytes = artifact.stat().st_size
         if ctx.evaluation is not None and ctx.reference is not None:

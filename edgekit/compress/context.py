@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..model import Dataset
-from ..spec import ModelSpec
+from ..spec import ModelSpec, TechniqueSettings
 
 
 @dataclass
@@ -18,3 +18,6 @@ class BuildContext:
     calibration: Dataset | None
     evaluation: Dataset | None
     reference: np.ndarray | None  # the original model's outputs on `evaluation`
+    # technique steps (issue 7): the profile's [techniques] defaults; training data loaded on first use
+    techniques: TechniqueSettings = field(default_factory=TechniqueSettings)
+    training: Dataset | None = None

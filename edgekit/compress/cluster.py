@@ -33,9 +33,22 @@ def kmeans_1d(values: np.ndarray, clusters: int, seed: int) -> tuple[np.ndarray,
     return centroids.astype(np.float32), index.reshape(values.shape)
 
 
+def fold_batchnorm(model) -> tuple[Any, str]:
+    """Conv+BatchNorm folded into one conv (torch.fx), so the exporter's own folding, which scales
+    every output channel differently, cannot multiply the shared values after clustering."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model.eval()), "folded into the preceding convolutions"
+    except Exception as exc:  # untraceable model: cluster as is, and say what the exporter may do
+        return model, (f"not folded ({type(exc).__name__}); an exporter that folds BatchNorm multiplies the "
+                       f"distinct values per layer by up to the channel count")
+
+
 def apply(model, opts: dict[str, Any], ctx) -> tuple[Any, dict[str, Any]]:
     import torch
 
+    model, batchnorm = fold_batchnorm(model)
     layers = weight_layers(model)
     indices = {}
     for name, layer in layers.items():
@@ -56,5 +69,5 @@ def apply(model, opts: dict[str, Any], ctx) -> tuple[Any, dict[str, Any]]:
                    after_step=reshare) if opts["epochs"] else None
     with torch.no_grad():
         reshare()
-    return model, {"distinct_values": distinct_values(model), "codebook_bits": int(np.ceil(np.log2(opts["clusters"]))),
+    return model, {"batchnorm": batchnorm, "distinct_values": distinct_values(model), "codebook_bits": int(np.ceil(np.log2(opts["clusters"]))),
                    "centroid_fine_tuning": training}

@@ -73,6 +73,14 @@ TECHNIQUES: dict[str, tuple[str | None, dict[str, Callable[[str], Any]]]] = {
 }
 ALIASES = {f"prune-{imp}": ("prune", {"importance": imp}) for imp in IMPORTANCES}
 REQUIRED = {"prune": "ratio", "sparsity": "ratio", "cluster": "clusters"}
+SUMMARIES = {  # for `edgekit recipes`
+    "prune:0.5[,importance=l1|l2|taylor,iterations=N,epochs=N,lr=X]":
+        "structured channel pruning (torch-pruning), then fine-tuning on [data] training",
+    "sparsity:0.8[,epochs=N,lr=X]": "unstructured magnitude pruning: smaller gzip file, same latency on dense runtimes",
+    "cluster:16[,epochs=N,lr=X]": "weight sharing: k-means per layer to N values, centroid fine-tuning",
+    "kd[:temperature=4,alpha=0.9,epochs=N,lr=X]":
+        "distillation from the original into the pruned student; also reports the no-teacher baseline",
+}
 # kd retrains every weight: after sparsity or cluster it would undo them
 MUST_PRECEDE = {"kd": ("sparsity", "cluster")}
 

@@ -136,10 +136,10 @@ def test_distillation_changes_the_student_and_reports_the_baseline(ctx):
     same = all(torch.allclose(a, b) for a, b in zip(plain.parameters(), control.parameters()))
     assert same, "with alpha=0 the teacher has no say: the only difference is the teacher"
 
-    model, reports = techniques.apply(_steps("prune:0.6+kd:epochs=2"), ctx)
+    model, reports = techniques.apply(_steps("prune:0.6+kd:epochs=1"), ctx)
     kd = reports[1]
     assert reports[0]["fine_tuning"] == "done by the kd step that follows"
-    assert kd["baseline_without_teacher"]["epochs"] == kd["distilled"]["epochs"] == 2
+    assert kd["baseline_without_teacher"]["epochs"] == kd["distilled"]["epochs"] == 1
     assert kd["distilled"]["accuracy"] == accuracy(model, ctx)
     assert kd["gain_over_baseline"] == pytest.approx(kd["distilled"]["accuracy"] - kd["baseline_without_teacher"]["accuracy"])
     assert kd["distilled"]["epoch_losses"] != kd["baseline_without_teacher"]["epoch_losses"]
@@ -159,6 +159,7 @@ def _onnx_weights(path: str) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
 
 
+@pytest.mark.slow
 def test_pruned_and_clustered_variant_exports_and_is_judged_against_the_original(ctx, built, tmp_path):
     _, plain = built
     store = ArtifactStore(tmp_path)
@@ -188,3 +189,20 @@ def test_missing_training_data_fails_the_variant_with_the_fix(ctx, tmp_path):
     spec = dataclasses.replace(ctx.spec, training=None)
     v, _ = build_variant("prune:0.5+onnx:fp32", dataclasses.replace(ctx, spec=spec, training=None), ArtifactStore(tmp_path))
     assert v.status == "failed" and "set [data] training" in v.error
+
+
+@pytest.mark.slow
+def test_cli_compress_uses_the_profiles_techniques_table(workdir):
+    from conftest import run_cli
+
+    (workdir / "profiles" / "tiny.toml").write_text(
+        '[build]\nrecipes = ["prune:0.5+onnx:fp32"]\n[techniques]\nepochs = 1\nlr = 0.002\n')
+    proc = run_cli("compress", "--profile", "tiny", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (variant,) = json.loads(proc.stdout)["variants"]
+    assert variant["status"] == "ok" and variant["recipe"] == "prune:0.5+onnx:fp32"
+    (step,) = variant["techniques"]
+    assert step["options"]["epochs"] == 1 and step["options"]["lr"] == 0.002
+    assert step["after"]["params"] < step["before"]["params"]
+    bad = run_cli("compress", "--profile", "tiny", "--recipe", "prune:2+onnx:fp32")
+    assert bad.returncode == 2 and "between 0 and 1" in bad.stderr and "Traceback" not in bad.stderr

@@ -52,7 +52,7 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
     try:
         key = variant_key(recipe, ctx)
     except CompressError as exc:  # issue 7: e.g. a technique step without training data
-        return Variant(id=recipe.name, recipe=recipe.name, format=recipe.format, precision=recipe.precision,
+        return Variant(id=re.sub(r"[^a-z0-9]+", "-", recipe.name.lower()).strip("-"), recipe=recipe.name, format=recipe.format, precision=recipe.precision,
                        runtime=recipe.runtime, model=ctx.spec.name, status="failed", error=str(exc)), False
     cached = store.lookup(key)
     if cached is not None:

@@ -190,7 +190,7 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
     ctx = prepare(spec)
     with RichEvents(quiet=as_json) as events:
         built = run_compress(ctx, tuple(recipes) or prof.recipes, _workspace(home, db), events,
-                             prof.select.constraints.get("max_accuracy_drop"))
+                             prof.select.constraints.get("max_accuracy_drop"), techniques=prof.techniques)
     if as_json:
         _emit_json({"model": spec.name, "variants": [{**v.to_dict(), "cached": c} for v, c in built]})
     else:
@@ -302,7 +302,8 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
     ctx = pipeline.prepare(resolve_spec(*spec_args))
     workspace = _workspace(home, db)
     with RichEvents(quiet=as_json) as events:
-        built = pipeline.compress(ctx, prof.recipes, workspace, events)
+        built = pipeline.compress(ctx, prof.recipes, workspace, events,
+                                  prof.select.constraints.get("max_accuracy_drop"), techniques=prof.techniques)
     progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
                         disable=as_json or not err.is_terminal)
@@ -686,3 +687,14 @@ def check(home, db, target_name, run_id, max_p90_ms, max_accuracy_drop, baseline
                       highlight=False)
     if failed:
         sys.exit(1)
+    # technique steps (issue 7): they go in front of any recipe above
+    from rich.markup import escape
+
+    from .compress.techniques import SUMMARIES
+
+    steps = Table(title="Technique steps: STEP+...+RECIPE, e.g. prune:0.5+kd+onnx:int8-static", title_justify="left")
+    for col in ("step", "what"):
+        steps.add_column(col)
+    for example, what in SUMMARIES.items():
+        steps.add_row(escape(example), escape(what))
+    out.print(steps)

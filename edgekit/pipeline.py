@@ -26,7 +26,7 @@ from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs
                     reference_outputs, weights_digest)
 from .results import ResultsStore
 from .select import Selection, select
-from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, Variant
+from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant
 
 SMOKE_SAMPLES = 64
 
@@ -72,12 +72,16 @@ def prepare(spec: ModelSpec) -> BuildContext:
 
 def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
              events: Events = Events(), max_accuracy_drop: float | None = None,
-             isa: tuple[str, ...] | None = None) -> list[tuple[Variant, bool]]:
+             isa: tuple[str, ...] | None = None,
+             techniques: TechniqueSettings | None = None) -> list[tuple[Variant, bool]]:
     """Build each recipe. The budget flags variants over it (and drives onnx:int8-mixed); a known
-    target ISA picks the int8 defaults."""
+    target ISA picks the int8 defaults; `techniques` (the profile's [techniques] table) sets
+    technique-step defaults."""
     if max_accuracy_drop is not None or isa is not None:
         ctx = dataclasses.replace(ctx, max_accuracy_drop=ctx.max_accuracy_drop if max_accuracy_drop is None
                                   else max_accuracy_drop, isa=ctx.isa if isa is None else tuple(isa))
+    if techniques is not None:
+        ctx.techniques = techniques
     store = workspace.artifacts
     events.stage("compress", len(recipes))
     built = []
@@ -201,7 +205,7 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
     if built is None:
         isa = probe.get("cpu", {}).get("isa")
         built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
-                         tuple(isa) if isinstance(isa, list) else None)
+                         tuple(isa) if isinstance(isa, list) else None, prof.techniques)
     variants = [v for v, _ in built]
     results = ResultsStore(workspace.db_path)
     run_id = results.start_run(command, ctx.spec.name, prof.name)

@@ -96,6 +96,33 @@ class SelectSettings:
     constraints: dict[str, float] = field(default_factory=dict)
 
 
+IMPORTANCES = ("l1", "l2", "taylor")
+
+
+@dataclass(frozen=True)
+class TechniqueSettings:
+    """Defaults for technique steps (prune, sparsity, cluster, kd); a step's inline options win.
+
+    `epochs`/`lr` drive the fine-tuning after each step on `[data] training` (and the kd run and
+    its no-teacher baseline). `ignore` names modules pruning leaves alone, on top of the
+    classifier head, which is always kept so the outputs keep their meaning.
+    """
+
+    epochs: int = 2
+    lr: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    importance: str = "l2"
+    iterations: int = 1
+    ignore: tuple[str, ...] = ()
+    temperature: float = 4.0
+    alpha: float = 0.9
+    student: str | None = None  # module:function building an untrained student for kd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "ignore": list(self.ignore)}
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -103,6 +130,7 @@ class Profile:
     bench: BenchSettings
     select: SelectSettings
     source: str = ""
+    techniques: TechniqueSettings = field(default_factory=TechniqueSettings)
 
 
 @dataclass
@@ -128,6 +156,7 @@ class Variant:
     cache_key: str = ""
     created: str = ""
     path: str = ""  # absolute path of the artifact on the host; not part of the identity
+    techniques: list[dict[str, Any]] = field(default_factory=list)  # one report per technique step
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -430,7 +459,7 @@ def load_profile(name: str) -> Profile:
 
     path = _find("profiles", name, "--profile")
     doc = read_toml(path)
-    doc.unknown_keys({"build", "bench", "select", "description"})
+    doc.unknown_keys({"build", "bench", "select", "description", "techniques"})
     build = doc.table("build")
     build.unknown_keys({"recipes"})
     recipes = build.str_list("recipes")
@@ -471,6 +500,40 @@ def load_profile(name: str) -> Profile:
         bench=settings,
         select=SelectSettings(objective=objective, constraints=constraints),
         source=str(path),
+        techniques=_technique_settings(doc.table("techniques")),
+    )
+
+
+def _technique_settings(table: _Table) -> TechniqueSettings:
+    """The profile's `[techniques]` table, every key checked."""
+    table.unknown_keys({f.name for f in dataclasses.fields(TechniqueSettings)})
+    d = TechniqueSettings()
+    importance = table.text("importance", default=d.importance)
+    if importance not in IMPORTANCES:
+        raise table.fail("importance", f"{importance!r} is not known", f"use one of {', '.join(IMPORTANCES)}")
+    lr = table.number("lr", d.lr)
+    if lr <= 0:
+        raise table.fail("lr", f"expected a learning rate > 0, got {lr!r}", f"write lr = {d.lr}")
+    temperature = table.number("temperature", d.temperature)
+    if temperature <= 0:
+        raise table.fail("temperature", f"expected > 0, got {temperature!r}", f"write temperature = {d.temperature}")
+    alpha = table.number("alpha", d.alpha)
+    if alpha > 1:
+        raise table.fail("alpha", f"expected 0..1, got {alpha!r}", f"write alpha = {d.alpha}")
+    student = table.text("student")
+    if student is not None and ":" not in student:
+        raise table.fail("student", f"{student!r} is not module:function", 'write student = "package.module:function"')
+    return TechniqueSettings(
+        epochs=table.number("epochs", d.epochs, integer=True),
+        lr=lr,
+        batch_size=table.number("batch_size", d.batch_size, minimum=1, integer=True),
+        seed=table.number("seed", d.seed, integer=True),
+        importance=importance,
+        iterations=table.number("iterations", d.iterations, minimum=1, integer=True),
+        ignore=table.str_list("ignore"),
+        temperature=temperature,
+        alpha=alpha,
+        student=student,
     )
 
 

@@ -22,6 +22,7 @@ from .parity import compare
 from .registry import Recipe, parse_recipe
 from .runtimes import node_count, outputs
 from .store import ArtifactStore, cache_key, file_sha256
+from .techniques import artifact_report, cache_parts as technique_cache_parts, transformed_context
 
 CONVERTERS = {
     "onnx": ("torch", "onnx", "onnxscript", "onnxruntime", "onnxconverter-common"),
@@ -62,6 +63,7 @@ def variant_key(recipe: Recipe, ctx: BuildContext) -> str:
         "calibration": ctx.calibration.digest() if recipe.uses_calibration and ctx.calibration else None,
         "evaluation": ctx.evaluation.digest() if ctx.evaluation else None,
         "converters": converter_versions(recipe.format),
+        **technique_cache_parts(recipe, ctx),  # technique steps, their options, training data
     })
 
 
@@ -97,7 +99,11 @@ def budget_check(variant: Variant, budget: float | None) -> None:
 def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> tuple[Variant, bool]:
     """The variant for `recipe_name` and whether it came from the cache."""
     recipe = parse_recipe(recipe_name)
-    key = variant_key(recipe, ctx)
+    try:
+        key = variant_key(recipe, ctx)
+    except CompressError as exc:  # issue 7: e.g. a technique step without training data
+        return Variant(id=re.sub(r"[^a-z0-9]+", "-", recipe.name.lower()).strip("-"), recipe=recipe.name, format=recipe.format, precision=recipe.precision,
+                       runtime=recipe.runtime, model=ctx.spec.name, status="failed", error=str(exc)), False
     cached = store.lookup(key)
     if cached is not None:
         budget_check(cached, ctx.max_accuracy_drop)
@@ -123,9 +129,13 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
     staging = store.staging()
     artifact = staging / variant.file
     try:
-        options = getattr(module, fn_name)(ctx, recipe, artifact)
+        # technique steps transform a copy of the model; parity below stays against the original
+        build_ctx, variant.techniques = transformed_context(recipe, ctx)
+        options = getattr(module, fn_name)(build_ctx, recipe, artifact)
         variant.warnings = list(options.pop("warnings", []))
         variant.options = options
+        if variant.techniques:
+            variant.options["artifact"] = artifact_report(artifact)
         variant.sha256 = file_sha256(artifact)
         variant.size_bytes = artifact.stat().st_size
         merging = options.get("layer_merging")

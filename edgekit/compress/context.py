@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..model import Dataset
-from ..spec import ModelSpec
+from ..spec import ModelSpec, TechniqueSettings
 
 
 @dataclass
@@ -20,3 +20,6 @@ class BuildContext:
     reference: np.ndarray | None  # the original model's outputs on `evaluation`
     isa: tuple[str, ...] | None = None  # the target's `cpu.isa` from its probe, when known
     max_accuracy_drop: float | None = None  # the profile's budget: flags variants, drives onnx:int8-mixed
+    # technique steps (issue 7): the profile's [techniques] defaults; training data loaded on first use
+    techniques: TechniqueSettings = field(default_factory=TechniqueSettings)
+    training: Dataset | None = None

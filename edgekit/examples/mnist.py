@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelError
 from ..spec import InputSpec, ModelSpec
+from . import cached_weights
 
 NAME = "mnist-cnn"
 VERSION = 1  # bump when the architecture, splits or training change: it keys the weight cache
@@ -27,10 +26,6 @@ EVAL_SIZE = 1000
 FINETUNE_SIZE = 1000
 CALIBRATION_SIZE = 128
 EPOCHS = 8
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
 
 
 def data_file() -> Path:
@@ -101,23 +96,7 @@ def _train(epochs: int = EPOCHS):
 
 def build():
     """The trained network (eval mode): from the cache, or trained now (a few minutes) and cached."""
-    import torch
-
-    path = cache_dir() / f"{NAME}-v{VERSION}.pt"
-    net = _network()
-    if path.is_file():
-        try:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return net.eval()
-        except Exception:
-            pass
-    net = _train()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, path)
-    return net
+    return cached_weights(f"{NAME}-v{VERSION}", _network, _train)
 
 
 def spec() -> ModelSpec:

@@ -6,21 +6,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..select import Selection
+from . import fmt
 from ..spec import Variant
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -51,7 +38,7 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
             table.add_row(v.recipe, "-", "-", "-", "-", "-",
                           Text(f"failed: {v.error}", style="red"))
             continue
-        table.add_row(v.recipe, _size(v.size_bytes), _pct(m.get("accuracy")),
+        table.add_row(v.recipe, fmt.size(v.size_bytes), _pct(m.get("accuracy")),
                       _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")),
                       f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", _state(v, cached))
     return table
@@ -69,9 +56,9 @@ def selection_table(selection: Selection, target: str) -> Table:
         rss = m.memory.get("peak_rss_mb") if m and m.status == "ok" else None
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[row.status]
         decision = Text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
-        table.add_row(Text(mark, style=style), v.recipe, _size(v.size_bytes) if v.size_bytes else "-",
+        table.add_row(Text(mark, style=style), v.recipe, fmt.size(v.size_bytes),
                       _pct(v.metrics.get("accuracy")), _pct(v.metrics.get("accuracy_drop")),
-                      _ms(stats.get("p50_ms")), _ms(stats.get("p90_ms")), _ms(stats.get("p99_ms")),
+                      fmt.ms(stats.get("p50_ms")), fmt.ms(stats.get("p90_ms")), fmt.ms(stats.get("p99_ms")),
                       f"{stats['cv'] * 100:.1f}" if "cv" in stats else "-",
                       f"{rss:.0f}" if rss is not None else "-", decision)
     return table
@@ -79,7 +66,6 @@ def selection_table(selection: Selection, target: str) -> Table:
 
 def report_table(t) -> Table:
     """One target of a report (`report.data.TargetReport`): the selection table plus CI, power, energy."""
-    from . import fmt
 
     table = Table(title=f"{t.target}: {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
                         f"(by {t.objective})", title_justify="left")
@@ -100,7 +86,6 @@ def report_table(t) -> Table:
 
 def comparison_table(c) -> Table:
     """A `report.compare.Comparison`: recipes down, runs or targets across, deltas vs the first column."""
-    from . import fmt
     from .formats import delta_text
 
     labels = [t.target if c.kind == "targets" else f"run {t.run_id}" for t in c.columns]

@@ -3,6 +3,7 @@ a minimum duration are met. All samples are kept and returned."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from typing import Dict, List, Optional
@@ -18,16 +19,23 @@ from .runners import first_batch, generated_inputs, load_npz, make_runner
 from .stats import summarize
 
 
-def _timed(runner, feeds) -> float:
-    start = time.perf_counter()
+@contextlib.contextmanager
+def _inference_errors():
+    """A runtime's exception during inference becomes the documented error kind."""
     try:
-        runner.run(feeds)
+        yield
     except MemoryError:
         raise AgentError("out_of_memory", "the device ran out of memory during inference")
     except AgentError:
         raise
     except Exception as exc:
         raise AgentError("run_failed", "inference failed: {}".format(" ".join(str(exc).split())[:300]))
+
+
+def _timed(runner, feeds) -> float:
+    start = time.perf_counter()
+    with _inference_errors():
+        runner.run(feeds)
     return (time.perf_counter() - start) * 1000.0
 
 
@@ -97,14 +105,8 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     if rate_hz:
         samples, rate = measure_at_rate(call, rate_hz, min_runs, min_s, max_s, max_runs)
     else:
-        try:
+        with _inference_errors():
             samples = measure(runner.bind(feeds), min_runs, min_s, max_s, max_runs)
-        except MemoryError:
-            raise AgentError("out_of_memory", "the device ran out of memory during inference")
-        except AgentError:
-            raise
-        except Exception as exc:
-            raise AgentError("run_failed", "inference failed: {}".format(" ".join(str(exc).split())[:300]))
     measured_s = time.perf_counter() - start
     window = sampler.stop() if sampler is not None else None
     if sensor is None:

@@ -50,7 +50,21 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class RichEvents:
+class _ProgressSteps:
+    """A stage's steps on one progress task: each new step completes the one before it."""
+
+    progress: Progress
+    task: Any
+    _started: bool = False
+
+    def step(self, label: str) -> None:
+        if self._started:
+            self.progress.advance(self.task)
+        self._started = True
+        self.progress.update(self.task, item=label)
+
+
+class RichEvents(_ProgressSteps):
     """Progress bars on stderr for a person at a terminal; plain notes otherwise."""
 
     def __init__(self, quiet: bool = False) -> None:
@@ -76,12 +90,6 @@ class RichEvents:
         self._finish()
         self.task = self.progress.add_task(name, total=total, item="")
         self._started = False
-
-    def step(self, label: str) -> None:
-        if self._started:
-            self.progress.advance(self.task)
-        self._started = True
-        self.progress.update(self.task, item=label)
 
     def note(self, message: str) -> None:
         if not self.quiet:
@@ -264,7 +272,7 @@ def profile(target_names, profile_name, spec_path, factory, checkpoint, model_pa
         _profile_fleet(names, profile_name, spec_args, home, db, force, as_json, wait_s)
 
 
-class FleetEvents:
+class FleetEvents(_ProgressSteps):
     """One live progress line per device, all in one rich Progress shared by the device threads."""
 
     def __init__(self, progress: Progress, target: str, quiet: bool) -> None:
@@ -276,12 +284,6 @@ class FleetEvents:
         self.progress.update(self.task, description=f"{self.target}: {name}", total=max(total, 1), completed=0,
                              item="")
         self._started = False
-
-    def step(self, label: str) -> None:
-        if self._started:
-            self.progress.advance(self.task)
-        self._started = True
-        self.progress.update(self.task, item=label)
 
     def note(self, message: str) -> None:
         if not self.quiet:

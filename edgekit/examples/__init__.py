@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..spec import InputSpec, ModelSpec
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("EDGEKIT_CACHE", Path.home() / ".cache" / "edgekit"))
@@ -35,3 +37,16 @@ def cached_weights(name: str, network: Callable, train: Callable):
     torch.save(net.state_dict(), tmp)
     os.replace(tmp, path)
     return net.eval()
+
+
+def example_spec(module: str, name: str, shape: tuple[int, ...], source: str) -> ModelSpec:
+    """The spec of a bundled example: its module provides build/calibration/evaluation/training."""
+    return ModelSpec(
+        name=name,
+        inputs=(InputSpec("input", shape, "float32"),),
+        factory=f"{module}:build",
+        calibration=f"{module}:calibration",
+        evaluation=f"{module}:evaluation",
+        training=f"{module}:training",
+        source=source,
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import InputSpec, ModelSpec
-from . import cached_weights
+from ..spec import ModelSpec
+from . import cached_weights, example_spec
 
 NAME = "digits-cnn"
 VERSION = 1  # bump when the architecture, splits or training change: it keys the cache
@@ -87,13 +87,4 @@ def build():
 
 
 def spec() -> ModelSpec:
-    here = __name__
-    return ModelSpec(
-        name=NAME,
-        inputs=(InputSpec("input", (1, 1, 8, 8), "float32"),),
-        factory=f"{here}:build",
-        calibration=f"{here}:calibration",
-        evaluation=f"{here}:evaluation",
-        training=f"{here}:training",
-        source="built-in example (scikit-learn digits)",
-    )
+    return example_spec(__name__, NAME, (1, 1, 8, 8), "built-in example (scikit-learn digits)")

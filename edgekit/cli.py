@@ -208,16 +208,17 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
 
 
 def _run_measure(pipeline: Any, command: str, ctx: Any, target: Any, prof: Any, device: Any, workspace: Any,
-                 force: bool, events: Any) -> Any:
+                 force: bool, events: Any, variant: str | None = None) -> Any:
     if command == "deploy":
-        return pipeline.deploy(ctx, target, prof, device, workspace, force, events)
+        return pipeline.deploy(ctx, target, prof, device, workspace, force, events, variant)
     result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", force, events)
     results.close()
     return result
 
 
 def _measure_command(command: str, target_name: str, profile_name: str, spec_args: tuple, home: Path,
-                     db: Path | None, force: bool, as_json: bool, wait_s: float = 0.0) -> None:
+                     db: Path | None, force: bool, as_json: bool, wait_s: float = 0.0,
+                     variant: str | None = None) -> None:
     from . import pipeline
     from .device import connect, holder_name
     from .report.table import compress_table, selection_table
@@ -231,7 +232,7 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     with connect(target) as device:
         ctx = pipeline.prepare(spec)
         with device.locked(holder_name(command), wait_s), RichEvents(quiet=as_json) as events:
-            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, force, events)
+            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, force, events, variant)
     if as_json:
         _emit_json(result.to_dict())
         return
@@ -246,6 +247,9 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
         out.print(f"Installed {chosen.recipe} ({chosen.id}) on {target.name}: {deployed['path']}", highlight=False)
         out.print(f"Results: {workspace.db_path} (run {result.run_id}). "
                   f"Undo with: edgekit rollback --target {target.name}", highlight=False)
+    elif result.selection.chosen is None and result.selection.emulated:
+        out.print(f"{target.name} runs under emulation: its timings are not latency figures, so no variant is "
+                  f"chosen there. The device parity column is what this target proves.", highlight=False)
     elif result.selection.chosen is None:
         sys.exit(4)
 
@@ -346,13 +350,16 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
 @click.option("--force", is_flag=True, help="Measure again even when the store holds the same measurement.")
 @click.option("--wait", "wait_s", type=float, default=0.0, is_flag=False, flag_value=600.0,
               help="If the device is busy with another run, wait for it (600 s, or the seconds given).")
+@click.option("--variant", "variant", metavar="RECIPE",
+              help="Deploy this variant instead of the profile's choice (needed where timings are emulated); "
+                   "it must still meet the accuracy constraints and match the host's outputs on the device.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def deploy(target_name, profile_name, spec_path, factory, checkpoint, model_path, inputs, calibration,
-           evaluation, model_name, home, db, force, wait_s, as_json) -> None:
+           evaluation, model_name, home, db, force, wait_s, variant, as_json) -> None:
     """Compress, measure, choose, install and smoke-test the best variant on the target."""
     _measure_command("deploy", target_name, profile_name, (spec_path, factory, checkpoint, model_path, inputs,
-                     calibration, evaluation, model_name), home, db, force, as_json, wait_s)
+                     calibration, evaluation, model_name), home, db, force, as_json, wait_s, variant)
 
 
 def _device_command(target_name: str, action: str, model: str | None, home: Path, db: Path | None,
@@ -475,9 +482,15 @@ def targets_check(name, as_json) -> None:
     target = load_target(name)
     with connect(target) as device:
         probe = device.probe()
+    from .compress.isa import int8_types
+
     warnings = capability_warnings(target, probe)
+    cpu = probe.get("cpu", {})
+    types, why = int8_types(tuple(cpu["isa"]) if isinstance(cpu.get("isa"), list) else None)
+    emulation = probe.get("emulation") or {}
     if as_json:
-        _emit_json({"target": target.name, "reachable": True, "probe": probe, "warnings": warnings})
+        _emit_json({"target": target.name, "reachable": True, "probe": probe, "warnings": warnings,
+                    "int8_default": {"types": types, "reason": why}})
         return
     runtimes = ", ".join(f"{k} {v.get('version', '')}" + (f" ({', '.join(v['providers'])})" if v.get("providers") else "")
                          for k, v in probe.get("runtimes", {}).items()) or "none"
@@ -486,7 +499,9 @@ def targets_check(name, as_json) -> None:
     lines = [
         ("reachable", f"yes ({probe.get('hostname')})"),
         ("arch", f"{probe.get('arch')} {probe.get('cpu', {}).get('model') or ''}".strip()),
-        ("isa", " ".join(probe.get("cpu", {}).get("isa", [])) or "-"),
+        ("isa", (" ".join(cpu.get("isa", [])) or "-")
+         + (f" (no {', '.join(cpu['missing'])})" if cpu.get("missing") else "")),
+        ("int8", f"{types}: {why}"),
         ("cores", f"{probe.get('cores', {}).get('usable')} usable of {probe.get('cores', {}).get('online')}"),
         ("memory", f"{mem / 2**20:.0f} MiB usable" if mem else "-"),
         ("board", board.get("model") or board.get("nv_tegra_release") or "-"),
@@ -496,6 +511,9 @@ def targets_check(name, as_json) -> None:
         ("runtimes", runtimes),
         ("governor", probe.get("governor") or "-"),
     ]
+    if emulation.get("emulated"):
+        lines.append(("emulated", f"yes, by {emulation.get('program')} on {emulation.get('host_machine')}: "
+                                  "timings there are not latency figures"))
     for key, value in lines:
         out.print(f"{key:<10} {value}", highlight=False, markup=False)
     for warning in warnings:

@@ -21,7 +21,7 @@ from .compress.parity import compare, onnx_outputs
 from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, connect, holder_name
-from .errors import DeviceError, EdgekitError, SelectionError
+from .errors import DeviceError, EdgekitError, SelectionError, UsageError
 from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs, load_data, load_torch_model,
                     reference_outputs, weights_digest)
 from .results import ResultsStore
@@ -117,11 +117,31 @@ def _failed(target: str, variant: Variant, key: str, kind: str, message: str) ->
                        document={"error": {"kind": kind, "message": message}})
 
 
+EMULATED_RUNS = 10
+
+
+def emulated(probe: dict[str, Any]) -> bool:
+    return bool((probe.get("emulation") or {}).get("emulated"))
+
+
+def bench_settings_for(settings: BenchSettings, probe: dict[str, Any]) -> BenchSettings:
+    """Under emulation timings mean nothing: run each variant only enough to prove it runs."""
+    if not emulated(probe):
+        return settings
+    return dataclasses.replace(settings, warmup_s=0.0, min_runs=min(settings.min_runs, EMULATED_RUNS), min_s=0.0,
+                               max_runs=min(settings.max_runs, EMULATED_RUNS), cooldown_c=None, rate_hz=None)
+
+
 def profile(device: Device, variants: list[Variant], settings: BenchSettings, results: ResultsStore,
             run_id: int, probe: dict[str, Any], force: bool = False,
-            events: Events = Events()) -> dict[str, Measurement]:
-    """Measure each built variant on the device (each in a fresh agent process)."""
+            events: Events = Events(), ctx: BuildContext | None = None) -> dict[str, Measurement]:
+    """Measure each built variant on the device (each in a fresh agent process), then run
+    `parity_samples` evaluation samples there and compare the outputs with the host's."""
     target = device.target.name
+    if emulated(probe):
+        settings = bench_settings_for(settings, probe)
+        events.note(f"{target} runs under emulation ({probe['emulation'].get('program')}): each variant runs "
+                    f"{EMULATED_RUNS} times to check it works; its timings are not latency figures")
     key = settings_key(settings, probe)
     present = probe.get("runtimes", {})
     out: dict[str, Measurement] = {}
@@ -142,6 +162,12 @@ def profile(device: Device, variants: list[Variant], settings: BenchSettings, re
             try:
                 remote = device.push(v)
                 doc = device.bench(v, remote, settings)
+                if ctx is not None and settings.parity_samples > 0:
+                    try:
+                        doc["parity"] = device_parity(ctx, device, v, remote, settings.parity_samples)
+                    except DeviceError as exc:  # it ran in the benchmark but not on real inputs: keep both facts
+                        doc["parity"] = {"passed": False, "samples": 0,
+                                         "problems": [f"could not run evaluation samples ({exc.kind}): {exc}"]}
                 m = Measurement(target=target, variant_id=v.id, sha256=v.sha256, status="ok",
                                 stats=doc["latency"], memory=doc["memory"], cold=doc["cold"],
                                 settings_key=key, document=doc)
@@ -174,6 +200,7 @@ class DeployResult:
             "model": self.model,
             "run_id": self.run_id,
             "objective": self.selection.objective,
+            "emulated": self.selection.emulated,
             "chosen": chosen.variant.id if chosen else None,
             "chosen_recipe": chosen.variant.recipe if chosen else None,
             "variants": [_row_dict(r, self.cached.get(r.variant.id, False)) for r in self.selection.rows],
@@ -191,6 +218,8 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
         "measurement_reused": bool(m and m.reused),
         "latency": m.stats if m else None, "memory": m.memory if m else None, "cold": m.cold if m else None,
         "error": {"kind": m.error_kind, "message": m.error_message} if m and m.status != "ok" else None,
+        "emulated": bool(m and m.emulated),
+        "device_parity": m.parity if m else None,
     }
 
 
@@ -216,7 +245,7 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
                                       "constraints": dict(prof.select.constraints)}})
     for v in variants:
         results.save_variant(v)  # failed builds too: reports show why they are missing
-    measured = profile(device, variants, prof.bench, results, run_id, probe, force, events)
+    measured = profile(device, variants, prof.bench, results, run_id, probe, force, events, ctx)
     for v in variants:
         m = measured.get(v.id)
         results.link_variant(run_id, target.name, v.id, m.store_id if m else None)
@@ -226,15 +255,16 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
     return result, results
 
 
-def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_path: str) -> dict[str, Any]:
-    """The installed artifact's outputs on the device against the original model's.
+def device_parity(ctx: BuildContext, device: Device, variant: Variant, remote: str, samples: int) -> dict[str, Any]:
+    """The artifact's outputs on the device against the original model's, judged by what the same
+    artifact achieves on the host for the same samples.
 
-    The tolerance is what the same artifact achieves on the host for the same samples: the device
-    may differ by at most twice the host's max abs diff and 1.5 times its mean abs diff, and lose
-    at most one more top-1 match (or 2 %, whichever is larger). Comparing like with like keeps a
-    small sample from failing a good build.
+    The device may differ from the reference by at most twice the host's max abs diff and 1.5
+    times its mean abs diff, and lose at most one more top-1 match (or 2 %, whichever is larger).
+    Comparing like with like keeps a small sample from failing a good build, while a runtime that
+    computes differently on this device (another ISA, another kernel) shows up.
     """
-    data = ctx.evaluation.head(SMOKE_SAMPLES) if ctx.evaluation else Dataset(example_inputs(ctx.spec))
+    data = ctx.evaluation.head(samples) if ctx.evaluation else Dataset(example_inputs(ctx.spec))
     feeds = list(batches(data, ctx.spec))
     if ctx.evaluation is not None and ctx.reference is not None:
         reference = ctx.reference[: len(data)]
@@ -243,7 +273,7 @@ def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_pa
     else:
         reference = onnx_outputs(ctx.spec.path, data, ctx.spec)
     on_host = compare(artifact_outputs(variant.format, Path(variant.path), data, ctx.spec), reference, data.labels)
-    on_device = compare(device.run(variant, installed_path, feeds), reference, data.labels)
+    on_device = compare(device.run(variant, remote, feeds), reference, data.labels)
     allowed_diff = max(2 * on_host["max_abs_diff"], 1e-4)
     allowed_mean = max(1.5 * on_host["mean_abs_diff"], 1e-5)
     problems = []
@@ -256,22 +286,58 @@ def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_pa
         if on_device["top1_agreement"] < on_host["top1_agreement"] - slack:
             problems.append(f"top-1 agreement {on_device['top1_agreement']:.3f} < {on_host['top1_agreement']:.3f} "
                             f"on the host - {slack:.3f}")
-    return {"passed": not problems, "problems": problems, "samples": on_device["samples"],
-            "max_abs_diff": on_device["max_abs_diff"], "allowed_max_abs_diff": allowed_diff,
-            "mean_abs_diff": on_device["mean_abs_diff"], "allowed_mean_abs_diff": allowed_mean,
-            "top1_agreement": on_device.get("top1_agreement"), "host_top1_agreement": on_host.get("top1_agreement"),
-            "mean_cosine": on_device["mean_cosine"]}
+    doc = {"passed": not problems, "problems": problems, "samples": on_device["samples"],
+           "max_abs_diff": on_device["max_abs_diff"], "allowed_max_abs_diff": allowed_diff,
+           "mean_abs_diff": on_device["mean_abs_diff"], "allowed_mean_abs_diff": allowed_mean,
+           "top1_agreement": on_device.get("top1_agreement"), "host_top1_agreement": on_host.get("top1_agreement"),
+           "host_max_abs_diff": on_host["max_abs_diff"], "mean_cosine": on_device["mean_cosine"]}
+    if "accuracy" in on_device:
+        doc.update(accuracy=on_device["accuracy"], host_accuracy=on_host.get("accuracy"))
+    return doc
+
+
+def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_path: str) -> dict[str, Any]:
+    """The installed copy, checked the same way before it becomes current."""
+    return device_parity(ctx, device, variant, installed_path, SMOKE_SAMPLES)
+
+
+def choose_named(selection: Selection, recipe: str, target: str) -> None:
+    """Make the variant the user named the chosen one, if nothing the device showed rules it out."""
+    from .compress.registry import parse_recipe
+
+    try:
+        canonical = parse_recipe(recipe).name
+    except EdgekitError:
+        canonical = recipe
+    row = next((r for r in selection.rows if r.variant.recipe in (recipe, canonical) or r.variant.id == recipe), None)
+    if row is None:
+        known = ", ".join(r.variant.recipe for r in selection.rows)
+        raise UsageError(f"--variant {recipe} is not one of the profile's variants ({known}). "
+                         f"Fix: name one of those, or add it with a profile that builds it")
+    if row.status == "rejected":
+        raise SelectionError(f"--variant {row.variant.recipe} cannot be deployed on {target}: {row.reason}. "
+                             f"Fix: name another variant")
+    previous = selection.chosen
+    if previous is not None and previous is not row:
+        previous.status, previous.reason = "eligible", "the profile's choice; --variant named another"
+    row.status, row.reason = "chosen", "named with --variant" + (f" ({row.reason})" if row.reason else "")
 
 
 def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
-           force: bool = False, events: Events = Events()) -> DeployResult:
-    """Measure, choose, stage the winner, smoke-test it on the device, then switch `current`.
-
-    Any failure before the switch leaves the previous deployment current.
+           force: bool = False, events: Events = Events(), variant_recipe: str | None = None) -> DeployResult:
+    """Measure, choose (or take `variant_recipe`), stage it, smoke-test it on the device, then
+    switch `current`. Any failure before the switch leaves the previous deployment current.
     """
     result, results = measure(ctx, target, prof, device, workspace, "deploy", force, events)
     with results:
+        if variant_recipe:
+            choose_named(result.selection, variant_recipe, target.name)
         chosen = result.selection.chosen
+        if chosen is None and result.selection.emulated:
+            eligible = [r.variant.recipe for r in result.selection.rows if r.status == "eligible"]
+            raise SelectionError(f"{target.name} runs under emulation, so its timings cannot choose a variant "
+                                 f"(eligible there: {', '.join(eligible) or 'none'}). Fix: name one: edgekit "
+                                 f"deploy --target {target.name} --variant {eligible[0] if eligible else 'RECIPE'}")
         if chosen is None:
             reasons = "; ".join(f"{r.variant.recipe}: {r.reason}" for r in result.selection.rows)
             raise SelectionError(f"no variant meets profile {prof.name} on {target.name} ({reasons}). "

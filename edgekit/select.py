@@ -3,6 +3,10 @@
 Pure: variants and measurements in, a Selection out. When the best latency is within noise of
 others (their medians' 95 % intervals overlap), the smallest artifact among them wins, so the
 choice does not flip between runs on a noisy device.
+
+Two facts from the device outrank any figure: a variant whose outputs on the device differ from
+the host's beyond what the same artifact allows there is rejected, and timings taken under
+emulation are never ranked (they are the emulator's, not the board's).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 from .spec import Measurement, SelectSettings, Variant
 
 LATENCY_OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms")
+EMULATED = "emulated: not a latency figure"
+DEVICE_FIGURES = ("max_peak_rss_mb", "max_p90_ms")  # constraints measured on the device
 
 
 @dataclass
@@ -29,6 +35,10 @@ class Selection:
     rows: list[Row]
 
     @property
+    def emulated(self) -> bool:
+        return any(r.measurement is not None and r.measurement.emulated for r in self.rows)
+
+    @property
     def chosen(self) -> Row | None:
         return next((r for r in self.rows if r.status == "chosen"), None)
 
@@ -41,6 +51,8 @@ def _objective_value(objective: str, variant: Variant, m: Measurement) -> float 
 
 def _violations(variant: Variant, m: Measurement, constraints: dict[str, float]) -> list[str]:
     out = []
+    if m.emulated:  # latency and memory under qemu are the emulator's
+        constraints = {k: v for k, v in constraints.items() if k not in DEVICE_FIGURES}
     limit = constraints.get("max_accuracy_drop")
     if limit is not None:
         drop = variant.accuracy_drop
@@ -77,7 +89,16 @@ def select(variants: list[Variant], measurements: dict[str, Measurement], settin
         if m.status != "ok":
             rows.append(Row(v, m, "rejected", f"benchmark failed ({m.error_kind}): {m.error_message}"))
             continue
+        parity = m.parity
+        if parity and not parity.get("passed", True):
+            rows.append(Row(v, m, "rejected", "outputs on the device differ from the host's: "
+                            + "; ".join(parity.get("problems") or ["parity check failed"])))
+            continue
         problems = _violations(v, m, settings.constraints)
+        if m.emulated and objective != "size_bytes":
+            rows.append(Row(v, m, "rejected" if problems else "eligible",
+                            "; ".join(problems) if problems else f"{EMULATED}: not ranked"))
+            continue
         value = _objective_value(objective, v, m)
         if value is None:
             problems.append(f"{objective} was not measured")

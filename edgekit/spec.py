@@ -85,6 +85,7 @@ class BenchSettings:
     power: str = "auto"  # auto | off | a sensor name (edgekit.agent.power.NAMES)
     cooldown_c: float | None = None  # wait until the hottest thermal zone is at most this
     rate_hz: float | None = None  # call at a fixed rate (a camera) instead of back to back
+    parity_samples: int = 64  # evaluation samples run on the device to compare with the host (0: skip)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,6 +194,16 @@ class Measurement:
     def power(self) -> dict[str, Any]:
         """The agent's `power` section: avg/peak W, energy per inference, sensor, or why none."""
         return self.document.get("power") or {}
+
+    @property
+    def emulated(self) -> bool:
+        """Measured under user-mode emulation (qemu): the timings are the emulator's, not the board's."""
+        return bool((self.document.get("emulation") or {}).get("emulated"))
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        """The device's outputs for evaluation samples against the host's (`pipeline.device_parity`)."""
+        return self.document.get("parity") or {}
 
     def figure(self, name: str) -> float | None:
         """A figure by the names profiles use (`p90_ms`, `peak_rss_mb`, `energy_mj`, ...)."""
@@ -484,6 +495,7 @@ def load_profile(name: str) -> Profile:
         power=_power_choice(bench),
         cooldown_c=bench.number("cooldown_c", None, minimum=0.0),
         rate_hz=bench.number("rate_hz", None, minimum=0.001),
+        parity_samples=bench.number("parity_samples", d.parity_samples, minimum=0, integer=True),
     )
 
     select = doc.table("select")

@@ -114,6 +114,7 @@ class Persona:
     cpus: str | None = None        # taskset list
     sensors: Callable[[Path], None] = plain_tree
     python_name: str = "bin/python"  # the interpreter's path inside a made venv
+    own_sensor_root: bool = True   # False: the agent reads the device's own / (pi-arm's comes from its rootfs)
 
     @property
     def login_dir(self) -> str:
@@ -129,7 +130,21 @@ PERSONAS = {
                           port=8022, sensors=phone_tree),
     "old-python": Persona("old-python", "ekd-oldpy", pyenv_python("3.8") or "/nonexistent/python3.8"),
     "ancient-python": Persona("ancient-python", "ekd-py36", pyenv_python("3.6") or "/nonexistent/python3.6"),
+    # A Raspberry Pi 4's userland under qemu-aarch64 (scripts/build_arm_device.py): its python3 is
+    # aarch64 Debian bookworm with aarch64 numpy/onnxruntime/ai-edge-litert, its /proc/cpuinfo and
+    # device-tree model are a real Pi 4's (Cortex-A72, no asimddp). sshd and the shell stay native.
+    "pi-arm": Persona("pi-arm", "ekd-piarm", "arm:pi4", own_sensor_root=False),
 }
+
+BUILD_ARM = Path(__file__).resolve().parent.parent / "scripts" / "build_arm_device.py"
+
+
+def arm_python() -> str:
+    """The pi-arm interpreter: the cached aarch64 userland, built on first use (about a minute)."""
+    out = subprocess.run([sys.executable, str(BUILD_ARM)], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/build_arm_device.py failed: {out.stderr.strip()[-1500:]}")
+    return out.stdout.strip().splitlines()[-1]
 
 
 def ensure_user(user: str, home: str) -> pwd.struct_passwd:
@@ -210,6 +225,8 @@ class TestDevice:
     def _make_python(self) -> str:
         """The persona's interpreter as the device sees it."""
         p = self.persona
+        if p.python == "arm:pi4":
+            return arm_python()
         if not p.python.startswith("venv:"):
             return p.python
         if p.home.startswith("/data/data/com.termux/"):
@@ -352,7 +369,9 @@ Subsystem sftp internal-sftp
 
     def target_toml(self, workdir: str = "~/.edgekit", alias: str | None = None, **extra: object) -> str:
         lines = [f'host = "{alias or self.persona.name}"', f'python = "{self.python}"', f'workdir = "{workdir}"',
-                 f'sensor_root = "{self.sensor_root}"', "connect_timeout = 5"]
+                 "connect_timeout = 5"]
+        if self.persona.own_sensor_root:
+            lines.append(f'sensor_root = "{self.sensor_root}"')
         lines += [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()]
         return "\n".join(lines) + "\n"
 

@@ -8,7 +8,7 @@ import functools
 import time
 from typing import Dict, List, Optional
 
-from . import memory
+from . import emulation, memory
 from . import power as power_mod
 from . import thermal
 from .latency import measure, measure_at_rate, warm_up
@@ -128,6 +128,9 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     if rss["before_load"] is not None and rss["after_run"] is not None:
         mem["model_rss_mb"] = rss["after_run"] - rss["before_load"]
 
+    emulated = emulation.detect()
+    if emulated.get("emulated"):
+        warnings.append("emulated: not a latency figure ({})".format(emulated["program"]))
     stats = summarize(samples)
     if stats["cv"] > 0.10:
         warnings.append("latency CV is {:.0%}: the device was busy or throttling; numbers are noisy".format(stats["cv"]))
@@ -147,6 +150,7 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         "samples_ms": samples,
         "memory": mem,
         "power": power_doc,
+        "emulation": emulated,
         "warnings": warnings,
     }
 
@@ -173,4 +177,5 @@ def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs
         results.append(outs)
     stacked = {"output_{}".format(j): np.stack([r[j] for r in results]) for j in range(len(results[0]))} if results else {}
     np.savez(outputs, **stacked)
-    return {"command": "run", "batches": len(results), "outputs": outputs, "runtime": runner.describe()}
+    return {"command": "run", "batches": len(results), "outputs": outputs, "runtime": runner.describe(),
+            "emulation": emulation.detect()}

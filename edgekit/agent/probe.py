@@ -14,7 +14,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-from . import power
+from . import emulation, power
 
 ISA_FLAGS = {
     "x86": ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
@@ -31,20 +31,44 @@ def _read(root: str, path: str) -> Optional[str]:
         return None
 
 
+# (implementer, part) -> core, from the Linux kernel's arch/arm64/include/asm/cputype.h. ARM
+# /proc/cpuinfo names no core; the part number does.
+ARM_CORES = {(0x41, 0xd03): "Cortex-A53", (0x41, 0xd04): "Cortex-A35", (0x41, 0xd05): "Cortex-A55",
+             (0x41, 0xd07): "Cortex-A57", (0x41, 0xd08): "Cortex-A72", (0x41, 0xd09): "Cortex-A73",
+             (0x41, 0xd0a): "Cortex-A75", (0x41, 0xd0b): "Cortex-A76", (0x41, 0xd0d): "Cortex-A77",
+             (0x41, 0xd41): "Cortex-A78", (0x41, 0xd42): "Cortex-A78AE", (0x41, 0xd44): "Cortex-X1",
+             (0x41, 0xd46): "Cortex-A510", (0x41, 0xd47): "Cortex-A710", (0x41, 0xd4b): "Cortex-A78C",
+             (0x4e, 0x004): "Carmel"}
+
+
+def _int(text: str) -> Optional[int]:
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        return None
+
+
 def cpu_facts(root: str) -> dict:
     text = _read(root, "/proc/cpuinfo") or ""
-    model = None
+    fields: Dict[str, str] = {}
     flags: List[str] = []
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and model is None:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = value.split()
+        if key in ("flags", "features"):
+            flags = flags or value.split()
+        elif key and key not in fields:
+            fields[key] = value.strip()
     family = "arm" if "asimd" in flags or "fp" in flags and "sse" not in flags else "x86"
     isa = [f for f in ISA_FLAGS[family] if f in flags]
-    return {"model": model, "isa": isa, "isa_family": family}
+    doc = {"model": fields.get("model name") or fields.get("cpu model"), "isa": isa, "isa_family": family}
+    if family == "arm":
+        implementer, part = _int(fields.get("cpu implementer", "")), _int(fields.get("cpu part", ""))
+        core = ARM_CORES.get((implementer, part)) if implementer is not None and part is not None else None
+        doc["model"] = doc["model"] or core or fields.get("hardware")
+        doc.update(core=core, hardware=fields.get("hardware"), board_model=fields.get("model"))
+        doc["missing"] = [f for f in ("asimddp", "i8mm") if f not in flags]
+    return doc
 
 
 def _cgroup_paths(root: str) -> Dict[str, str]:
@@ -155,10 +179,11 @@ def nvpmodel() -> Optional[dict]:
     return {"mode": m.group(1).strip(), "id": int(ids[0]) if ids else None}
 
 
-def board(root: str) -> dict:
+def board(root: str, cpu: Optional[dict] = None) -> dict:
     model = _read(root, "/proc/device-tree/model")
     tegra = _read(root, "/etc/nv_tegra_release")
-    doc = {"model": model.strip("\x00\n ") if model else None,
+    model = model.strip("\x00\n ") if model else (cpu or {}).get("board_model")  # Pi kernels print it in cpuinfo too
+    doc = {"model": model or None,
            "nv_tegra_release": tegra.splitlines()[0].strip() if tegra else None}
     if tegra:
         doc.update(l4t(tegra) or {})
@@ -215,9 +240,13 @@ def probe(root: str = "/") -> dict:
     import socket
 
     warnings = []
+    cpu = cpu_facts(root)
     gov = governor(root)
     if gov and gov != "performance":
         warnings.append("CPU governor is {!r}, not 'performance': clocks may scale during a benchmark".format(gov))
+    emulated = emulation.detect()
+    if emulated.get("emulated"):
+        warnings.append("running under emulation ({}): timings are not latency figures".format(emulated["program"]))
     numpy_version = _version("numpy")
     if numpy_version is None:
         warnings.append("numpy is not installed: the agent cannot run models (pip install numpy)")
@@ -225,11 +254,12 @@ def probe(root: str = "/") -> dict:
         "command": "probe",
         "hostname": socket.gethostname(),
         "arch": platform.machine(),
-        "cpu": cpu_facts(root),
+        "cpu": cpu,
         "cores": cores(root),
         "memory": memory(root),
         "os": os_facts(root),
-        "board": board(root),
+        "board": board(root, cpu),
+        "emulation": emulated,
         "python": {"version": platform.python_version(), "executable": sys.executable},
         "numpy": numpy_version,
         "runtimes": runtimes(),

@@ -24,6 +24,11 @@ def int8_types(isa: tuple[str, ...] | None) -> tuple[str, str]:
         found = sorted(flags & set(VNNI))[0]
         return ("u8s8", f"target has {found}: int8 dot products accumulate in int32, full-range u8s8 is safe")
     if flags & set(ARM):
-        return ("u8s8", "ARM target: ORT's int8 kernels accumulate in int32, full-range u8s8 is safe")
+        if "asimddp" in flags:
+            return ("u8s8", "ARM target with asimddp: ORT's int8 kernels use sdot/udot, accumulating in int32; "
+                    "full-range u8s8 is safe")
+        return ("u8s8", "ARM target without asimddp (no int8 dot product, e.g. Cortex-A72/A53): ORT's int8 kernels "
+                "use widening NEON multiplies that accumulate in int32, so full-range u8s8 is safe; expect a "
+                "smaller int8 speed-up than on cores with dot product")
     return ("u8s8-reduced", "x86 target without VNNI (isa: " + (", ".join(isa) or "none") + "): u8s8 goes "
             "through pmaddubsw whose int16 sums can saturate; 7-bit weights (reduce_range) avoid it")

@@ -37,29 +37,42 @@ class VariantRow:
     def ok(self) -> bool:
         return self.measurement is not None and self.measurement.status == "ok"
 
+    @property
+    def emulated(self) -> bool:
+        """Timed under emulation: views say so and show no latency, memory or power figure."""
+        return self.measurement is not None and self.measurement.emulated
+
+    @property
+    def timed(self) -> bool:
+        return self.ok and not self.emulated
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.measurement.parity if self.measurement is not None else {}
+
     def stat(self, key: str) -> float | None:
-        if not self.ok:
+        if not self.timed:
             return None
         value = self.measurement.stats.get(key)
         return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def ci95(self) -> tuple[float, float] | None:
-        ci = self.measurement.stats.get("ci95_median_ms") if self.ok else None
+        ci = self.measurement.stats.get("ci95_median_ms") if self.timed else None
         return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
 
     @property
     def samples(self) -> list[float]:
-        return [float(x) for x in self.measurement.document.get("samples_ms", [])] if self.ok else []
+        return [float(x) for x in self.measurement.document.get("samples_ms", [])] if self.timed else []
 
     @property
     def peak_rss_mb(self) -> float | None:
-        value = self.measurement.memory.get("peak_rss_mb") if self.ok else None
+        value = self.measurement.memory.get("peak_rss_mb") if self.timed else None
         return float(value) if isinstance(value, (int, float)) else None
 
     @property
     def power(self) -> dict[str, Any]:
-        power = self.measurement.document.get("power") if self.ok else None
+        power = self.measurement.document.get("power") if self.timed else None
         return power if isinstance(power, dict) else {}
 
     @property
@@ -77,6 +90,8 @@ class VariantRow:
             return ""
         if not self.ok:
             return "not measured"
+        if self.emulated:
+            return "emulated: not a power figure"
         reason = self.power.get("reason") or self.power.get("unavailable") or self.power.get("error")
         return f"unavailable: {reason}" if isinstance(reason, str) and reason else "not measured"
 
@@ -114,6 +129,10 @@ class TargetReport:
     @property
     def chosen(self) -> VariantRow | None:
         return next((r for r in self.rows if r.status == "chosen"), None)
+
+    @property
+    def emulated(self) -> bool:
+        return bool((self.probe.get("emulation") or {}).get("emulated")) or any(r.emulated for r in self.rows)
 
     def row(self, recipe: str) -> VariantRow | None:
         return next((r for r in self.rows if r.variant.recipe == recipe), None)

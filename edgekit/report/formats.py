@@ -37,8 +37,17 @@ def variant_dict(r: VariantRow) -> dict[str, Any]:
         "peak_rss_mb": _r(r.peak_rss_mb, "mb"), "avg_power_w": _r(r.avg_power_w, "w"),
         "energy_mj": _r(r.energy_mj, "mj"), "power_note": r.power_note or None,
         "accuracy": _r(r.accuracy, "fraction"), "accuracy_drop": _r(r.accuracy_drop, "fraction"),
-        "measured_at": r.measured_at,
+        "measured_at": r.measured_at, "emulated": r.emulated, "device_parity": _parity_dict(r.parity),
     }
+
+
+def _parity_dict(parity: dict[str, Any]) -> dict[str, Any] | None:
+    if not parity:
+        return None
+    keys = ("passed", "samples", "top1_agreement", "host_top1_agreement", "max_abs_diff", "host_max_abs_diff",
+            "allowed_max_abs_diff", "mean_abs_diff", "accuracy", "host_accuracy", "problems")
+    return {k: (_r(parity[k], "fraction") if isinstance(parity.get(k), float) else parity.get(k))
+            for k in keys if k in parity}
 
 
 def target_dict(t: TargetReport) -> dict[str, Any]:
@@ -48,6 +57,7 @@ def target_dict(t: TargetReport) -> dict[str, Any]:
         "constraints": dict(sorted(t.constraints.items())), "started": t.started,
         "edgekit_version": t.edgekit_version, "chosen": chosen.variant.recipe if chosen else None,
         "device": {"arch": t.probe.get("arch"), "cpu": (t.probe.get("cpu") or {}).get("model"),
+                   "emulated": bool((t.probe.get("emulation") or {}).get("emulated")),
                    "board": (t.probe.get("board") or {}).get("model"), "governor": t.probe.get("governor"),
                    "runtimes": {k: v.get("version") for k, v in sorted((t.probe.get("runtimes") or {}).items())}},
         "variants": [variant_dict(r) for r in t.rows], "notes": t.notes,

@@ -44,6 +44,20 @@ def _num(key: str, value: float | None, text: str, title: str = "") -> str:
     return f'<td class="num"{data}{tip}>{escape(text)}</td>'
 
 
+def _parity_cell(parity: dict[str, Any]) -> str:
+    """The device's outputs against the host's for the same artifact and samples."""
+    if not parity:
+        return '<td class="parity" data-key="device_parity" data-value="">-</td>'
+    if parity.get("passed"):
+        agree = parity.get("top1_agreement")
+        text = (f"✓ {parity.get('samples', 0)} samples" + (f", top-1 {agree * 100:.1f}%" if agree is not None else "")
+                + (f", max |Δ| {parity['max_abs_diff']:.2g}" if parity.get("max_abs_diff") is not None else ""))
+    else:
+        text = "✗ " + "; ".join(parity.get("problems") or ["failed"])
+    return (f'<td class="parity {"pass" if parity.get("passed") else "fail"}" data-key="device_parity" '
+            f'data-value="{"pass" if parity.get("passed") else "fail"}">{escape(text)}</td>')
+
+
 def _variant_rows(t: TargetReport) -> str:
     out = []
     for r in t.rows:
@@ -53,7 +67,8 @@ def _variant_rows(t: TargetReport) -> str:
             f'<tr class="{r.status}" data-variant="{escape(v.id)}" data-recipe="{escape(v.recipe)}">'
             f'<td class="recipe">{escape(v.recipe)}</td><td>{escape(v.format)}</td><td>{escape(v.precision)}</td>'
             + _num("size_bytes", v.size_bytes or None, fmt.size(v.size_bytes), v.sha256)
-            + _num("p50_ms", r.stat("p50_ms"), fmt.ms(r.stat("p50_ms")))
+            + (_num("p50_ms", None, "emulated", "emulated: not a latency figure") if r.emulated
+               else _num("p50_ms", r.stat("p50_ms"), fmt.ms(r.stat("p50_ms"))))
             + f'<td class="num" data-key="ci95_median_ms" data-value="{json.dumps(list(ci)) if ci else ""}">'
               f'{escape(fmt.ci(ci))}</td>'
             + _num("p90_ms", r.stat("p90_ms"), fmt.ms(r.stat("p90_ms")))
@@ -64,10 +79,11 @@ def _variant_rows(t: TargetReport) -> str:
             + _num("energy_mj", r.energy_mj, fmt.mj(r.energy_mj), r.power_note)
             + _num("accuracy", r.accuracy, fmt.pct(r.accuracy))
             + _num("accuracy_drop", r.accuracy_drop, fmt.pct(r.accuracy_drop))
+            + _parity_cell(r.parity)
             + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}</td>'
             "</tr>")
     head = ("recipe", "format", "precision", "size", "p50 ms", "median 95% CI", "p90 ms", "p99 ms", "n",
-            "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "decision")
+            "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "device vs host", "decision")
     return (f'<div class="scroll"><table class="variants" data-target="{escape(t.target)}" data-run="{t.run_id}"><thead><tr>'
             + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>" + "".join(out) + "</tbody></table></div>")
 
@@ -80,17 +96,22 @@ def _plots(t: TargetReport) -> str:
                              "accuracy (%)", y_max=100.0)
     else:
         pareto = svg.empty("pareto", f"{t.target}: p90 latency vs accuracy",
-                           "no accuracy figures (add [data] evaluation to the model spec)")
-    measured = [r for r in t.rows if r.ok]
+                           "emulated: not a latency figure" if t.emulated
+                           else "no accuracy figures (add [data] evaluation to the model spec)")
+    measured = [r for r in t.rows if r.timed]  # emulated timings are not drawn as latency
     energy_bars = [svg.Bar(r.variant.recipe, r.energy_mj, highlight=r.status == "chosen", note=r.power_note)
                    for r in measured]
     if any(b.value is not None for b in energy_bars):
         energy = svg.bars("energy", f"{t.target}: energy per inference", energy_bars, "mJ / inference")
     else:
-        notes = sorted({r.power_note for r in measured}) or ["not measured"]
+        notes = sorted({r.power_note for r in measured}) or (["emulated: not a power figure"] if t.emulated
+                                                             else ["not measured"])
         energy = svg.empty("energy", f"{t.target}: energy per inference", "; ".join(notes))
-    dist = svg.boxes("latency", f"{t.target}: latency distribution (box: IQR, whiskers: p1–p99)",
-                     [(r.variant.recipe, r.samples, r.status == "chosen") for r in measured], "latency (ms)")
+    if t.emulated and not measured:
+        dist = svg.empty("latency", f"{t.target}: latency distribution", "emulated: not a latency figure")
+    else:
+        dist = svg.boxes("latency", f"{t.target}: latency distribution (box: IQR, whiskers: p1–p99)",
+                         [(r.variant.recipe, r.samples, r.status == "chosen") for r in measured], "latency (ms)")
     return f'<div class="plots">{pareto}{energy}{dist}</div>'
 
 
@@ -154,13 +175,24 @@ def _measurement_facts(r: VariantRow) -> list[tuple[str, Any]]:
     ]
 
 
+def emulation_notes(t: TargetReport) -> list[str]:
+    emu = t.probe.get("emulation") or {}
+    if not t.emulated:
+        return []
+    return [f"Emulated: not a latency figure. This target runs under user-mode emulation "
+            f"({emu.get('program') or 'qemu'}), so its timings, memory and power are the emulator's and selection "
+            "never ranks them. What it proves is in the device-vs-host column: the artifact's outputs computed "
+            "on this ISA against the host's."]
+
+
 def _target_section(t: TargetReport) -> str:
     chosen = t.chosen
     summary = (f"model <b>{escape(t.model or '?')}</b> · run {t.run_id} · profile {escape(t.profile or '?')} "
                f"(objective {escape(t.objective)}) · started {escape(t.started)} · chosen: "
                + (f'<b class="status-chosen">{escape(chosen.variant.recipe)}</b>' if chosen
+                  else '<b class="status-rejected">none: emulated: not a latency figure</b>' if t.emulated
                   else '<b class="status-rejected">none meets the profile</b>'))
-    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in t.notes)
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in t.notes + emulation_notes(t))
     per_variant = "".join(f"<h3>{escape(r.variant.recipe)} <code>{escape(r.variant.id)}</code></h3>"
                           + _facts(_measurement_facts(r)) for r in t.rows)
     return (f'<section class="target" id="target-{escape(t.target)}" data-target="{escape(t.target)}">'
@@ -176,7 +208,9 @@ def _overview(report: Report) -> str:
         c = t.chosen
         if c is None:
             rows.append(f"<tr><td>{escape(t.target)}</td><td>{escape(t.model or '?')}</td><td>{t.run_id}</td>"
-                        '<td class="status-rejected" colspan="6">no variant meets the profile</td></tr>')
+                        '<td class="status-rejected" colspan="6">'
+                        + ("none chosen: emulated: not a latency figure" if t.emulated else "no variant meets the profile")
+                        + "</td></tr>")
             bars.append(svg.Bar(t.target, None, note="none chosen"))
             continue
         ci = c.ci95

@@ -26,6 +26,24 @@ def _state(v: Variant, cached: bool) -> Text:
     return text
 
 
+def parity_text(parity: dict) -> Text:
+    """The device-vs-host output check in one cell: ✓ with top-1 agreement and max |diff|, or ✗ why."""
+    if not parity:
+        return Text("-")
+    if not parity.get("passed"):
+        return Text("✗ " + "; ".join(parity.get("problems") or ["failed"])[:70], style="red")
+    agree = parity.get("top1_agreement")
+    text = f"✓ {parity.get('samples', 0)} samples"
+    if agree is not None:
+        text += f", top-1 {agree * 100:.1f}%"
+    if parity.get("max_abs_diff") is not None:
+        text += f", max|Δ| {parity['max_abs_diff']:.2g}"
+    return Text(text, style="green")
+
+
+EMULATED_CELL = "emulated"
+
+
 def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     table = Table(title="Variants", title_justify="left")
     for col, justify in (("recipe", "left"), ("size", "right"),
@@ -44,11 +62,16 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     return table
 
 
+PARITY_COLUMN = (("device vs host", "left"),)  # shown when the run compared device outputs with the host's
+
+
 def selection_table(selection: Selection, target: str) -> Table:
+    with_parity = any(r.measurement is not None and r.measurement.parity for r in selection.rows)
     table = Table(title=f"{target}: variants by {selection.objective}", title_justify="left")
     for col, justify in (("", "left"), ("recipe", "left"), ("size", "right"), ("accuracy %", "right"),
                          ("drop pts", "right"), ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
-                         ("CV %", "right"), ("peak RSS MB", "right"), ("decision", "left")):
+                         ("CV %", "right"), ("peak RSS MB", "right")) + PARITY_COLUMN * with_parity + (
+                         ("decision", "left"),):
         table.add_column(col, justify=justify)
     for row in selection.rows:
         v, m = row.variant, row.measurement
@@ -56,30 +79,35 @@ def selection_table(selection: Selection, target: str) -> Table:
         rss = m.memory.get("peak_rss_mb") if m and m.status == "ok" else None
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[row.status]
         decision = Text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
+        if m is not None and m.emulated:  # the emulator's timings: never shown as latency
+            timing = [Text(EMULATED_CELL, style="yellow"), "-", "-", "-", "-"]
+        else:
+            timing = [fmt.ms(stats.get("p50_ms")), fmt.ms(stats.get("p90_ms")), fmt.ms(stats.get("p99_ms")),
+                      f"{stats['cv'] * 100:.1f}" if "cv" in stats else "-", f"{rss:.0f}" if rss is not None else "-"]
         table.add_row(Text(mark, style=style), v.recipe, fmt.size(v.size_bytes),
                       _pct(v.metrics.get("accuracy")), _pct(v.metrics.get("accuracy_drop")),
-                      fmt.ms(stats.get("p50_ms")), fmt.ms(stats.get("p90_ms")), fmt.ms(stats.get("p99_ms")),
-                      f"{stats['cv'] * 100:.1f}" if "cv" in stats else "-",
-                      f"{rss:.0f}" if rss is not None else "-", decision)
+                      *timing, *[parity_text(m.parity if m else {})] * with_parity, decision)
     return table
 
 
 def report_table(t) -> Table:
     """One target of a report (`report.data.TargetReport`): the selection table plus CI, power, energy."""
+    with_parity = any(r.parity for r in t.rows)
 
     table = Table(title=f"{t.target}: {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
                         f"(by {t.objective})", title_justify="left")
     for col, justify in (("", "left"), ("recipe", "left"), ("size", "right"), ("p50 ms", "right"),
                          ("95% CI", "right"), ("p90 ms", "right"), ("p99 ms", "right"), ("peak RSS MB", "right"),
                          ("power W", "right"), ("energy mJ", "right"), ("accuracy %", "right"),
-                         ("drop pts", "right"), ("decision", "left")):
+                         ("drop pts", "right")) + PARITY_COLUMN * with_parity + (("decision", "left"),):
         table.add_column(col, justify=justify)
     for r in t.rows:
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[r.status]
+        p50 = Text(EMULATED_CELL, style="yellow") if r.emulated else fmt.ms(r.stat("p50_ms"))
         table.add_row(Text(mark, style=style), r.variant.recipe, fmt.size(r.variant.size_bytes),
-                      fmt.ms(r.stat("p50_ms")), fmt.ci(r.ci95), fmt.ms(r.stat("p90_ms")), fmt.ms(r.stat("p99_ms")),
+                      p50, fmt.ci(r.ci95), fmt.ms(r.stat("p90_ms")), fmt.ms(r.stat("p99_ms")),
                       fmt.mb(r.peak_rss_mb), fmt.watts(r.avg_power_w), fmt.mj(r.energy_mj), fmt.pct(r.accuracy),
-                      fmt.pct(r.accuracy_drop),
+                      fmt.pct(r.accuracy_drop), *[parity_text(r.parity)] * with_parity,
                       Text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style))
     return table
 

@@ -62,3 +62,53 @@ def test_size_objective_and_missing_accuracy():
     sel = select(vs, ms, SelectSettings("size_bytes", {"max_accuracy_drop": 0.01}))
     assert sel.chosen.variant.id == "big"
     assert "no accuracy figures" in {r.variant.id: r for r in sel.rows}["small"].reason
+
+
+def emulated(m: Measurement) -> Measurement:
+    m.document = {"emulation": {"emulated": True, "program": "/usr/bin/qemu-aarch64-static"}}
+    return m
+
+
+def test_emulated_timings_are_never_ranked_but_accuracy_still_rejects():
+    vs = [variant("fp32", size=2000), variant("int8", size=500), variant("lossy", drop=0.05)]
+    ms = {k: emulated(measured(k, p90)) for k, p90 in (("fp32", 50.0), ("int8", 20.0), ("lossy", 1.0))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {"max_accuracy_drop": 0.01, "max_p90_ms": 5.0}))
+    assert sel.chosen is None and sel.emulated
+    by_id = {r.variant.id: r for r in sel.rows}
+    # The p90 limit is not applied to the emulator's timings; the accuracy budget is.
+    assert by_id["fp32"].status == by_id["int8"].status == "eligible"
+    assert "emulated: not a latency figure" in by_id["int8"].reason
+    assert by_id["lossy"].status == "rejected" and "accuracy drop" in by_id["lossy"].reason
+    # Size needs no timing: it may still choose on an emulated device.
+    assert select(vs, ms, SelectSettings("size_bytes", {"max_accuracy_drop": 0.01})).chosen.variant.id == "int8"
+
+
+def test_outputs_that_differ_on_the_device_reject_even_the_fastest():
+    vs = [variant("fast"), variant("slow")]
+    ms = {"fast": measured("fast", 1.0), "slow": measured("slow", 9.0)}
+    ms["fast"].document = {"parity": {"passed": False, "problems": ["top-1 agreement 0.700 < 0.980 on the host - 0.020"]}}
+    ms["slow"].document = {"parity": {"passed": True, "samples": 64}}
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "slow"
+    fast = next(r for r in sel.rows if r.variant.id == "fast")
+    assert fast.status == "rejected" and fast.reason.startswith("outputs on the device differ from the host's: top-1")
+
+
+def test_a_named_variant_replaces_the_choice_unless_the_device_ruled_it_out():
+    import pytest
+
+    from edgekit.errors import SelectionError, UsageError
+    from edgekit.pipeline import choose_named
+
+    vs = [variant("onnx:fp32"), variant("onnx:int8-static", drop=0.05)]
+    ms = {v.id: measured(v.id, p) for v, p in zip(vs, (2.0, 1.0))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {"max_accuracy_drop": 0.01}))
+    with pytest.raises(SelectionError, match="accuracy drop"):
+        choose_named(sel, "onnx:int8-static", "pi")
+    with pytest.raises(UsageError, match="not one of the profile's variants"):
+        choose_named(sel, "tflite:fp32", "pi")
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "onnx:int8-static"
+    choose_named(sel, "onnx:fp32", "pi")
+    assert sel.chosen.variant.id == "onnx:fp32" and sel.chosen.reason.startswith("named with --variant")
+    assert [r.status for r in sel.rows].count("chosen") == 1

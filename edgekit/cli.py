@@ -307,9 +307,6 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
     prof = load_profile(profile_name)
     ctx = pipeline.prepare(resolve_spec(*spec_args))
     workspace = _workspace(home, db)
-    with RichEvents(quiet=as_json) as events:
-        built = pipeline.compress(ctx, prof.recipes, workspace, events,
-                                  prof.select.constraints.get("max_accuracy_drop"), techniques=prof.techniques)
     progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
                         disable=as_json or not err.is_terminal)
@@ -322,7 +319,7 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
     for t in targets:
         events_for(t.name)
     with progress:
-        outcome = pipeline.profile_fleet(ctx, targets, prof, workspace, built, force, wait_s, lines.__getitem__)
+        outcome = pipeline.profile_fleet(ctx, targets, prof, workspace, force, wait_s, lines.__getitem__)
         for name, result in outcome.items():
             lines[name].done(not isinstance(result, EdgekitError))
     failed = {name: r for name, r in outcome.items() if isinstance(r, EdgekitError)}
@@ -330,7 +327,12 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
         _emit_json({"targets": {name: ({"error": {"kind": getattr(r, "kind", "error"), "message": str(r)}}
                                        if name in failed else r.to_dict()) for name, r in outcome.items()}})
     else:
-        out.print(compress_table(built))
+        built: dict[str, tuple[Any, bool]] = {}  # each target's builds (per ISA), each artifact once
+        for name, result in outcome.items():
+            if name not in failed:
+                built.update({v.id: (v, result.cached.get(v.id, False)) for v in result.variants})
+        if built:
+            out.print(compress_table(list(built.values())))
         for name, result in outcome.items():
             if name in failed:
                 out.print(f"{name}: FAILED: {result}", highlight=False, markup=False)

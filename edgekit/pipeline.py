@@ -6,8 +6,10 @@ It reports progress through `Events` and never prints, so the CLI decides what a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -225,16 +227,22 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
 
 def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
             command: str, force: bool = False, events: Events = Events(),
-            built: list[tuple[Variant, bool]] | None = None) -> tuple[DeployResult, ResultsStore]:
-    """compress -> probe -> bench -> select. The results store is opened only once inputs are valid."""
+            built: list[tuple[Variant, bool]] | None = None,
+            build_lock: threading.Lock | None = None) -> tuple[DeployResult, ResultsStore]:
+    """probe -> compress -> bench -> select. The results store is opened only once inputs are valid.
+
+    `build_lock` serialises compression when several devices are measured at once: builds are
+    CPU-bound and cached by content, so a second device with the same ISA reuses the first's.
+    """
     events.stage(f"probe {target.name}", 1)
     events.step("probe")
     probe = device.probe()  # first: the target's ISA picks the int8 defaults
     device.check_probe(probe)
     if built is None:
         isa = probe.get("cpu", {}).get("isa")
-        built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
-                         tuple(isa) if isinstance(isa, list) else None, prof.techniques)
+        with build_lock or contextlib.nullcontext():
+            built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
+                             tuple(isa) if isinstance(isa, list) else None, prof.techniques)
     variants = [v for v, _ in built]
     results = ResultsStore(workspace.db_path)
     run_id = results.start_run(command, ctx.spec.name, prof.name)
@@ -366,19 +374,23 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
 
 
 def profile_fleet(ctx: BuildContext, targets: list[Target], prof: Profile, workspace: Workspace,
-                  built: list[tuple[Variant, bool]], force: bool = False, wait_s: float = 0.0,
+                  force: bool = False, wait_s: float = 0.0,
                   events_for: Callable[[str], Events] = lambda name: Events()
                   ) -> dict[str, DeployResult | EdgekitError]:
     """Profile every target at once, one thread per device (the work is waiting on devices).
 
-    Variants are built once beforehand. Each device is locked for its run; a device that fails
-    yields its error and the others carry on.
+    Each device is probed first and gets variants built for its own ISA (one build at a time;
+    targets that share defaults share the cached artifacts). Each device is locked for its run;
+    a device that fails yields its error and the others carry on.
     """
+    build_lock = threading.Lock()
+
     def one(target: Target) -> DeployResult | EdgekitError:
         events = events_for(target.name)
         try:
             with connect(target) as device, device.locked(holder_name("profile"), wait_s):
-                result, results = measure(ctx, target, prof, device, workspace, "profile", force, events, built)
+                result, results = measure(ctx, target, prof, device, workspace, "profile", force, events,
+                                          None, build_lock)
                 results.close()
                 return result
         except EdgekitError as exc:

@@ -45,8 +45,7 @@ def edgekit(built, workdir):
         @staticmethod
         def fleet(names: list[str], profile: str = "fast", force: bool = False) -> dict:
             targets = [load_target(n) for n in names]
-            built_list = pipeline.compress(ctx, load_profile(profile).recipes, Runner.workspace)
-            return pipeline.profile_fleet(ctx, targets, load_profile(profile), Runner.workspace, built_list, force)
+            return pipeline.profile_fleet(ctx, targets, load_profile(profile), Runner.workspace, force)
 
     return Runner
 

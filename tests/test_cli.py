@@ -98,8 +98,15 @@ def test_smoke_test_failure_keeps_the_previous_deployment(workdir, tmp_path):
     (workdir / "targets").mkdir()
     (workdir / "targets" / "skewed.toml").write_text(f'transport = "local"\npython = "{python}"\n')
 
+    # Profiling already runs evaluation samples on the device: the skew rejects every variant there.
     proc = run_cli("deploy", "--target", "skewed", "--profile", "fast")
-    assert proc.returncode == 3
+    assert proc.returncode == 4, proc.stderr
+    assert "outputs on the device differ from the host's" in proc.stderr and "abs diff" in proc.stderr
+    # Without that check (parity_samples = 0) the smoke test of the installed copy still stops it.
+    fast = (workdir / "profiles" / "fast.toml").read_text()
+    (workdir / "profiles" / "unchecked.toml").write_text(fast.replace("[bench]\n", "[bench]\nparity_samples = 0\n"))
+    proc = run_cli("deploy", "--target", "skewed", "--profile", "unchecked")
+    assert proc.returncode == 3, proc.stderr
     assert "failed its smoke test (" in proc.stderr and "abs diff" in proc.stderr
     assert "previous deployment stays current" in proc.stderr
     after = json.loads(run_cli("status", "--target", "local", "--json").stdout)["models"]["digits-cnn"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -111,7 +112,7 @@ def main() -> int:
     t0 = time.time()
     ctx = prepare(mnist.spec())
     settings = TechniqueSettings(epochs=args.epochs, lr=args.lr, augment=args.augment, schedule=args.schedule)
-    built = {}
+    built, from_cache = {}, 0
     for r in recipes:
         t = time.time()
         (v, cached), = compress(ctx, (r,), Workspace(args.home, args.home / "results.db"), techniques=settings)
@@ -119,10 +120,13 @@ def main() -> int:
             print(f"{r}: FAILED {v.error}", file=sys.stderr)
             continue
         built[r] = v
+        from_cache += bool(cached)
         print(f"built {r} in {time.time() - t:.0f}s{' (cached)' if cached else ''}: "
               f"accuracy {v.metrics['accuracy']:.4f}", file=sys.stderr)
     x = ctx.evaluation.inputs["input"]
+    load_before = os.getloadavg()[0]
     lat = latency_ratios({r: v.path for r, v in built.items()}, x, args.threads, args.rounds, args.runs)
+    load = (load_before, os.getloadavg()[0])
 
     base = built[BASELINE]
     rows = []
@@ -154,7 +158,8 @@ def main() -> int:
         f"Command: `EDGEKIT_CACHE=... .venv/bin/python scripts/bench_techniques.py --epochs {args.epochs} --lr {args.lr} "
         f"--augment {args.augment} --schedule {args.schedule} --rounds {args.rounds} "
         f"--runs {args.runs} --threads {args.threads}{only}` · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
-        f"took {time.time() - t0:.0f} s.",
+        f"took {time.time() - t0:.0f} s" + (f" ({from_cache} of {len(built)} variants from the artifact cache of an "
+                                            f"earlier run with the same settings)" if from_cache else "") + ".",
         "",
         f"Model `edgekit/examples/mnist.py` (4 conv + BN blocks, {fmt_int(ref_params)} params, {fmt_int(ref_macs)} MACs), "
         f"trained on 3000 real MNIST digits; technique steps fine-tune / distil on a disjoint 1000-digit split for "
@@ -163,8 +168,9 @@ def main() -> int:
         f"sees the same images) unless the recipe says otherwise; accuracy on a third, disjoint split of {len(x)} digits, end to end through the exported "
         f"artifact, against the original model's {base.metrics['reference_accuracy']:.2%}. Latency: ONNX Runtime "
         f"{args.threads} thread(s), batch 1, {args.rounds} interleaved rounds of {args.runs} inferences; ratio = median "
-        f"over rounds of (variant median / `{BASELINE}` median in the same round). Shared, busy 2-core AMD EPYC (AVX2, "
-        f"no VNNI).",
+        f"over rounds of (variant median / `{BASELINE}` median in the same round). Shared 2-core AMD EPYC (AVX2, "
+        f"no VNNI); 1-minute load average {load[0]:.1f} before timing, {load[1]:.1f} after (other work on the machine "
+        f"slows int8 kernels more than fp32 ones, so ratios measured under load are worse).",
         "",
         "| recipe | accuracy | drop (points) | params | MACs | size | gzip size | latency ms | ratio vs fp32 | kd: distilled / no-teacher baseline |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -98,6 +98,8 @@ class SelectSettings:
 
 
 IMPORTANCES = ("l1", "l2", "taylor")
+AUGMENTS = ("none", "shift", "affine")  # technique training: how each image is transformed when used
+SCHEDULES = ("constant", "cosine")  # technique training: learning rate over the epochs
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,10 @@ class TechniqueSettings:
 
     `epochs`/`lr` drive the fine-tuning after each step on `[data] training` (and the kd run and
     its no-teacher baseline). `ignore` names modules pruning leaves alone, on top of the
-    classifier head, which is always kept so the outputs keep their meaning.
+    classifier head, which is always kept so the outputs keep their meaning. `augment` (image
+    inputs only) transforms each training image afresh every time it is used: `shift` moves it by
+    up to 2 pixels, `affine` also rotates (up to 10 degrees) and scales (0.9..1.1). In kd the
+    teacher labels the transformed image. `schedule` = "cosine" anneals the learning rate to 0.
     """
 
     epochs: int = 2
@@ -119,6 +124,8 @@ class TechniqueSettings:
     temperature: float = 4.0
     alpha: float = 0.9
     student: str | None = None  # module:function building an untrained student for kd
+    augment: str = "none"  # one of AUGMENTS
+    schedule: str = "constant"  # one of SCHEDULES
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "ignore": list(self.ignore)}
@@ -532,6 +539,12 @@ def _technique_settings(table: _Table) -> TechniqueSettings:
     alpha = table.number("alpha", d.alpha)
     if alpha > 1:
         raise table.fail("alpha", f"expected 0..1, got {alpha!r}", f"write alpha = {d.alpha}")
+    augment = table.text("augment", default=d.augment)
+    if augment not in AUGMENTS:
+        raise table.fail("augment", f"{augment!r} is not known", f"use one of {', '.join(AUGMENTS)}")
+    schedule = table.text("schedule", default=d.schedule)
+    if schedule not in SCHEDULES:
+        raise table.fail("schedule", f"{schedule!r} is not known", f"use one of {', '.join(SCHEDULES)}")
     student = table.text("student")
     if student is not None and ":" not in student:
         raise table.fail("student", f"{student!r} is not module:function", 'write student = "package.module:function"')
@@ -546,6 +559,8 @@ def _technique_settings(table: _Table) -> TechniqueSettings:
         temperature=temperature,
         alpha=alpha,
         student=student,
+        augment=augment,
+        schedule=schedule,
     )
 
 

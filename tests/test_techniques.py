@@ -14,8 +14,8 @@ from onnx import numpy_helper
 from edgekit.compress import build_variant, techniques
 from edgekit.compress.registry import parse_recipe
 from edgekit.compress.store import ArtifactStore
-from edgekit.compress.training import accuracy, fit
-from edgekit.errors import SpecError
+from edgekit.compress.training import accuracy, augment_batch, fit
+from edgekit.errors import CompressError, SpecError
 from edgekit.spec import TechniqueSettings, load_profile
 
 FAST = TechniqueSettings(epochs=2, lr=2e-3)
@@ -146,10 +146,140 @@ def test_distillation_changes_the_student_and_reports_the_baseline(ctx):
 
 
 def test_kd_needs_a_student(ctx):
-    from edgekit.errors import CompressError
-
     with pytest.raises(CompressError, match="kd needs a smaller student"):
         techniques.apply(_steps("kd"), ctx)
+
+
+# --------------------------------------------------------------------------- augmentation and schedule
+
+
+@pytest.mark.parametrize("side,most", [(28, 2), (8, 1)])
+def test_shift_augmentation_moves_each_image_by_a_few_pixels(side, most):
+    import torch
+
+    x = torch.rand(256, 1, side, side) + 0.1  # no zeros inside, so the zero fill shows where an image moved
+    a = augment_batch(x, "shift", torch.Generator().manual_seed(0))
+    b = augment_batch(x, "shift", torch.Generator().manual_seed(0))
+    assert torch.equal(a, b), "the same seed gives the same transforms"
+    assert augment_batch(x, "none", torch.Generator()) is x
+    moves = set()
+    for orig, moved in zip(x, a):
+        found = [(dy, dx) for dy in range(-most, most + 1) for dx in range(-most, most + 1)
+                 if torch.equal(moved, _shifted(orig, dy, dx))]
+        assert found, f"every output is the input moved by at most {most} whole pixels, zero filled"
+        moves.add(found[0])
+    assert len(moves) == (2 * most + 1) ** 2, moves
+
+
+def _shifted(img, dy: int, dx: int):
+    import torch
+
+    out = torch.zeros_like(img)
+    h, w = img.shape[-2:]
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def test_affine_augmentation_changes_images_but_keeps_them_recognisable(ctx):
+    import torch
+
+    x = torch.from_numpy(ctx.evaluation.inputs["input"][:256])
+    labels = torch.from_numpy(np.asarray(ctx.evaluation.labels[:256]))
+    a = augment_batch(x, "affine", torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and not torch.equal(a, x)
+    assert float((a - x).abs().mean()) > 0.05 * float(x.abs().mean())
+    with torch.no_grad():
+        agree = float((ctx.model(a).argmax(1) == labels).float().mean())
+    assert agree > 0.5, "small transforms: the original model still reads most digits"
+
+
+def test_kd_with_augmentation_teacher_labels_the_transformed_images(ctx):
+    """The teacher and the student see the same transformed batch; the no-teacher baseline sees the
+    very same transformed images; the raw training images are never seen as such."""
+    import copy
+
+    import torch
+
+    seen: dict[str, list] = {"teacher": [], "student": []}
+    teacher = _Recorder(ctx.model, seen["teacher"])
+    pruned, _ = techniques.apply(_steps("prune:0.6,epochs=0"), ctx)
+    student, baseline = copy.deepcopy(pruned), copy.deepcopy(pruned)
+    hook = student.register_forward_pre_hook(lambda _, args: seen["student"].append(args[0].clone()))
+    fit(student, ctx, 1, 2e-3, 64, 0, teacher=teacher, augment="affine")
+    hook.remove()
+    base_seen: list = []
+    baseline.register_forward_pre_hook(lambda _, args: base_seen.append(args[0].clone()))
+    fit(baseline, ctx, 1, 2e-3, 64, 0, augment="affine")
+    assert len(seen["teacher"]) == len(seen["student"]) == len(base_seen) > 5
+    assert all(torch.equal(t, s) for t, s in zip(seen["teacher"], seen["student"]))
+    assert all(torch.equal(b, s) for b, s in zip(base_seen, seen["student"]))
+    raw = torch.from_numpy(ctx.training.inputs["input"])
+    first = seen["student"][0]
+    assert not any(torch.equal(first[0], r) for r in raw), "the student never sees an untransformed image"
+
+    model, reports = techniques.apply(_steps("prune:0.6+kd:epochs=1,augment=shift,schedule=cosine"), ctx)
+    kd = reports[1]
+    assert kd["augment"] == "shift" and kd["schedule"] == "cosine"
+    assert kd["distilled"]["augment"] == kd["baseline_without_teacher"]["augment"] == "shift"
+    assert kd["options"]["augment"] == "shift"
+
+
+class _Recorder:
+    def __init__(self, model, sink):
+        self.model, self.sink = model, sink
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def __call__(self, x):
+        self.sink.append(x.clone())
+        return self.model(x)
+
+
+def test_cosine_schedule_shrinks_the_steps_of_the_last_epoch(ctx):
+    import copy
+
+    pruned, _ = techniques.apply(_steps("prune:0.6,epochs=0"), ctx)
+
+    def step_sizes(schedule: str) -> list[float]:
+        model = copy.deepcopy(pruned)
+        prev = [p.detach().clone() for p in model.parameters()]
+        sizes = []
+
+        def after():
+            sizes.append(sum(float((p - q).abs().sum()) for p, q in zip(model.parameters(), prev)))
+            for p, q in zip(model.parameters(), prev):
+                q.copy_(p)
+        fit(model, ctx, 3, 2e-3, 64, 0, after_step=after, schedule=schedule)
+        return sizes
+
+    def last_over_first(sizes):
+        third = len(sizes) // 3
+        return sum(sizes[-third:]) / sum(sizes[:third])
+
+    constant, cosine = step_sizes("constant"), step_sizes("cosine")
+    assert last_over_first(cosine) < 0.6 * last_over_first(constant), (last_over_first(cosine), last_over_first(constant))
+
+
+def test_augment_and_schedule_options_are_validated(ctx, tmp_path):
+    step = parse_recipe("prune:0.5+kd:augment=affine,schedule=cosine+onnx:fp32").techniques[1]
+    assert step.text == "kd:augment=affine,schedule=cosine"
+    assert step.resolve(dataclasses.replace(FAST, augment="shift"))["augment"] == "affine"
+    assert parse_recipe("prune:0.5+kd+onnx:fp32").techniques[1].resolve(
+        dataclasses.replace(FAST, augment="shift"))["augment"] == "shift", "the profile default applies"
+    with pytest.raises(SpecError, match="augment='blur': must be one of none, shift, affine"):
+        parse_recipe("prune:0.5+kd:augment=blur+onnx:fp32")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[build]\nrecipes = ["onnx:fp32"]\n[techniques]\nschedule = "step"\n')
+    with pytest.raises(SpecError, match=r"\[techniques\] schedule: 'step' is not known"):
+        load_profile(str(bad))
+    from edgekit.spec import InputSpec
+
+    flat = dataclasses.replace(ctx.spec, inputs=(InputSpec("input", (1, 64), "float32"),))
+    with pytest.raises(CompressError, match="augment=shift transforms images"):
+        fit(ctx.model, dataclasses.replace(ctx, spec=flat), 1, 1e-3, 64, 0, augment="shift")
 
 
 # --------------------------------------------------------------------------- through the compressor

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .netstats import distinct_values, weight_layers
-from .training import fit
+from .training import fit, options as train_options
 
 MAX_FIT_SAMPLES = 20000  # k-means on a subsample; every weight is then assigned to its nearest centroid
 
@@ -66,7 +66,7 @@ def apply(model, opts: dict[str, Any], ctx) -> tuple[Any, dict[str, Any]]:
             flat.copy_((sums / counts.clamp(min=1))[index])
 
     training = fit(model, ctx, opts["epochs"], opts["lr"], opts["batch_size"], opts["seed"],
-                   after_step=reshare) if opts["epochs"] else None
+                   after_step=reshare, **train_options(opts)) if opts["epochs"] else None
     with torch.no_grad():
         reshare()
     return model, {"batchnorm": batchnorm, "distinct_values": distinct_values(model), "codebook_bits": int(np.ceil(np.log2(opts["clusters"]))),

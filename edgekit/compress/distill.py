@@ -1,9 +1,14 @@
 """Knowledge distillation: the original model teaches the student the earlier steps made (or the
 user's `[techniques] student`), with Hinton's loss on the user's training data.
 
-The same student is always also trained the very same way (same start, seed, data order, epochs)
-without the teacher, and both are reported, so the user sees what distillation bought. The
-distilled one goes on to export.
+The same student is always also trained the very same way (same start, seed, data order, epochs,
+augmented images, learning-rate schedule) without the teacher, and both are reported, so the
+user sees what distillation bought. The distilled one goes on to export.
+
+On a small training split, `augment=shift|affine` is what lets the teacher teach: it labels a
+fresh transform of every image each epoch, so the student matches it on far more inputs than
+the split holds (Beyer et al., "Knowledge distillation: a good teacher is patient and
+consistent", CVPR 2022). The baseline sees the same transformed images with their hard labels.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from ..errors import CompressError
 from ..model import import_entry
-from .training import accuracy, fit
+from .training import accuracy, fit, options as train_options
 
 
 def _student(model, opts: dict[str, Any], student_given: bool):
@@ -39,11 +44,15 @@ def apply(model, opts: dict[str, Any], ctx, student_given: bool) -> tuple[Any, d
     teacher = ctx.model
     baseline = copy.deepcopy(student)
     train = (opts["epochs"], opts["lr"], opts["batch_size"], opts["seed"])
-    distilled = fit(student, ctx, *train, teacher=teacher, temperature=opts["temperature"], alpha=opts["alpha"])
-    plain = fit(baseline, ctx, *train)
+    extra = train_options(opts)
+    distilled = fit(student, ctx, *train, teacher=teacher, temperature=opts["temperature"], alpha=opts["alpha"],
+                    **extra)
+    plain = fit(baseline, ctx, *train, **extra)
     acc_kd, acc_plain, acc_teacher = accuracy(student, ctx), accuracy(baseline, ctx), accuracy(teacher, ctx)
     return student, {
         "student": origin,
+        "augment": extra["augment"],
+        "schedule": extra["schedule"],
         "distilled": {**distilled, "accuracy": acc_kd},
         "baseline_without_teacher": {**plain, "accuracy": acc_plain},
         "teacher_accuracy": acc_teacher,

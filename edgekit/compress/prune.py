@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import CompressError
 from ..model import example_inputs
 from .netstats import channels, weight_layers
-from .training import fit, training_data
+from .training import fit, options as train_options, training_data
 
 TAYLOR_BATCHES = 8
 
@@ -88,7 +88,8 @@ def apply(model, opts: dict[str, Any], ctx, fine_tune: bool = True) -> tuple[Any
         pruner.step()
         model.zero_grad(set_to_none=True)
         if per_round[i]:
-            training.append(fit(model, ctx, per_round[i], opts["lr"], opts["batch_size"], opts["seed"] + i))
+            training.append(fit(model, ctx, per_round[i], opts["lr"], opts["batch_size"], opts["seed"] + i,
+                                **train_options(opts)))
     model.eval()
     after = channels(model)
     return model, {

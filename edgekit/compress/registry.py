@@ -28,6 +28,11 @@ ORIGINAL model, so every accuracy drop is the honest end-to-end one. A step is
   (or `[techniques] student`); options `temperature`, `alpha`, `epochs`, `lr`. It always also
   trains the same student without the teacher and reports both.
 
+Every step that trains also takes `augment` (`none`, `shift`: up to 2 px, `affine`: also up to
+10 degrees and 0.9..1.1 scale; image inputs only; in kd the teacher labels the transformed
+images) and `schedule` (`constant` or `cosine` learning rate), e.g.
+`prune:0.5+kd:epochs=60,augment=affine,schedule=cosine+onnx:int8-static`.
+
 Defaults for every option come from the profile's `[techniques]` table (see `spec.py`).
 """
 

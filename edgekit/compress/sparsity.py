@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .netstats import weight_layers
-from .training import fit
+from .training import fit, options as train_options
 
 NOTE = ("unstructured sparsity shrinks the compressed (gzip/zstd) file, not the latency: "
         "dense runtimes (ONNX Runtime, LiteRT, ExecuTorch on CPU) run zeros as fast as any other "
@@ -34,7 +34,7 @@ def apply(model, opts: dict[str, Any], ctx) -> tuple[Any, dict[str, Any]]:
             layers[name].weight.data.mul_(mask)
 
     training = fit(model, ctx, opts["epochs"], opts["lr"], opts["batch_size"], opts["seed"],
-                   after_step=reapply) if opts["epochs"] else None
+                   after_step=reapply, **train_options(opts)) if opts["epochs"] else None
     with torch.no_grad():
         reapply()
     per_layer = {n: float((layers[n].weight == 0).float().mean()) for n in masks}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import CompressError, SpecError
-from ..spec import IMPORTANCES, TechniqueSettings
+from ..spec import AUGMENTS, IMPORTANCES, SCHEDULES, TechniqueSettings
 
 
 def _ratio(v: str) -> float:
@@ -63,7 +63,15 @@ def _importance(v: str) -> str:
     return v
 
 
-_TRAIN = {"epochs": _count, "lr": _positive}
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return v
+    return parse
+
+
+_TRAIN = {"epochs": _count, "lr": _positive, "augment": _choice(AUGMENTS), "schedule": _choice(SCHEDULES)}
 # technique -> (name of the positional value, {option: parser})
 TECHNIQUES: dict[str, tuple[str | None, dict[str, Callable[[str], Any]]]] = {
     "prune": ("ratio", {"ratio": _ratio, "importance": _importance, "iterations": _positive_int, **_TRAIN}),
@@ -78,8 +86,9 @@ SUMMARIES = {  # for `edgekit recipes`
         "structured channel pruning (torch-pruning), then fine-tuning on [data] training",
     "sparsity:0.8[,epochs=N,lr=X]": "unstructured magnitude pruning: smaller gzip file, same latency on dense runtimes",
     "cluster:16[,epochs=N,lr=X]": "weight sharing: k-means per layer to N values, centroid fine-tuning",
-    "kd[:temperature=4,alpha=0.9,epochs=N,lr=X]":
-        "distillation from the original into the pruned student; also reports the no-teacher baseline",
+    "kd[:temperature=4,alpha=0.9,epochs=N,lr=X,augment=none|shift|affine,schedule=constant|cosine]":
+        "distillation from the original into the pruned student (the teacher labels augmented images); "
+        "also reports the no-teacher baseline trained the same way",
 }
 # kd retrains every weight: after sparsity or cluster it would undo them
 MUST_PRECEDE = {"kd": ("sparsity", "cluster")}

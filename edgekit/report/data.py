@@ -239,6 +239,7 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
             if found:
                 measurements[v.id], created[v.id] = found
     selection: Selection = select(variants, measurements, settings)
+    _apply_named_deployment(store, selection, run_id, target)
     rows = [VariantRow(target, run_id, r.variant, r.measurement, r.status, r.reason, created.get(r.variant.id))
             for r in selection.rows]
     for r in pareto_front(rows):
@@ -248,6 +249,22 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
                         objective=settings.objective, constraints=dict(settings.constraints),
                         started=run["started"], edgekit_version=run["edgekit_version"], command=run["command"],
                         probe=json.loads(probe_row["document"]) if probe_row else {}, rows=rows, notes=notes)
+
+
+def _apply_named_deployment(store: ResultsStore, selection: Selection, run_id: int, target: str) -> None:
+    """A deploy run that installed a variant the user named (`--variant`) shows that variant as chosen."""
+    from ..errors import EdgekitError
+    from ..pipeline import choose_named
+
+    row = next(store.rows("SELECT variant_id FROM deployments WHERE run_id=? AND target=? AND action='install' "
+                          "AND ok=1 ORDER BY id DESC LIMIT 1", run_id, target), None)
+    chosen = selection.chosen
+    if row is None or (chosen is not None and chosen.variant.id == row["variant_id"]):
+        return
+    try:
+        choose_named(selection, row["variant_id"], target)
+    except EdgekitError:  # the profile rules it out now: show the selection as it stands
+        pass
 
 
 def known_targets(store: ResultsStore) -> list[str]:

@@ -47,15 +47,15 @@ def _num(key: str, value: float | None, text: str, title: str = "") -> str:
 def _parity_cell(parity: dict[str, Any]) -> str:
     """The device's outputs against the host's for the same artifact and samples."""
     if not parity:
-        return '<td class="parity" data-key="device_parity" data-value="">-</td>'
+        return '<td class="parity">-</td>'
     if parity.get("passed"):
         agree = parity.get("top1_agreement")
         text = (f"✓ {parity.get('samples', 0)} samples" + (f", top-1 {agree * 100:.1f}%" if agree is not None else "")
                 + (f", max |Δ| {parity['max_abs_diff']:.2g}" if parity.get("max_abs_diff") is not None else ""))
     else:
         text = "✗ " + "; ".join(parity.get("problems") or ["failed"])
-    return (f'<td class="parity {"pass" if parity.get("passed") else "fail"}" data-key="device_parity" '
-            f'data-value="{"pass" if parity.get("passed") else "fail"}">{escape(text)}</td>')
+    verdict = "pass" if parity.get("passed") else "fail"
+    return f'<td class="parity {verdict}" data-parity="{verdict}">{escape(text)}</td>'
 
 
 def _variant_rows(t: TargetReport) -> str:
@@ -144,7 +144,9 @@ def provenance(t: TargetReport) -> list[tuple[str, Any]]:
                                                  "(" + ", ".join(info["providers"]) + ")", info.get("error")) if x)
                 for name, info in p.get("runtimes", {}).items()}
     facts: list[tuple[str, Any]] = [
-        ("host", p.get("hostname")), ("arch", p.get("arch")), ("CPU", cpu.get("model")), ("ISA", cpu.get("isa")),
+        ("host", p.get("hostname")), ("arch", p.get("arch")), ("CPU", cpu.get("model")),
+        ("ISA", " ".join(cpu.get("isa") or []) + (f" (no {', '.join(cpu['missing'])})" if cpu.get("missing") else "")),
+        ("emulation", (p.get("emulation") or {}).get("reason")),
         ("cores usable / online", f"{cores.get('usable')} / {cores.get('online')}" if cores else None),
         ("memory usable", _bytes(mem.get("usable_bytes"))), ("board", (p.get("board") or {}).get("model")),
         ("Jetson release", (p.get("board") or {}).get("nv_tegra_release")),

@@ -27,18 +27,14 @@ def _state(v: Variant, cached: bool) -> Text:
 
 
 def parity_text(parity: dict) -> Text:
-    """The device-vs-host output check in one cell: ✓ with top-1 agreement and max |diff|, or ✗ why."""
+    """The device-vs-host output check in one cell: ✓ top-1 agreement · max |diff|, or ✗ why."""
     if not parity:
         return Text("-")
     if not parity.get("passed"):
         return Text("✗ " + "; ".join(parity.get("problems") or ["failed"])[:70], style="red")
-    agree = parity.get("top1_agreement")
-    text = f"✓ {parity.get('samples', 0)} samples"
-    if agree is not None:
-        text += f", top-1 {agree * 100:.1f}%"
-    if parity.get("max_abs_diff") is not None:
-        text += f", max|Δ| {parity['max_abs_diff']:.2g}"
-    return Text(text, style="green")
+    agree, diff = parity.get("top1_agreement"), parity.get("max_abs_diff")
+    parts = [f"{agree * 100:.1f}%" if agree is not None else None, f"{diff:.2g}" if diff is not None else None]
+    return Text("✓ " + " · ".join(p for p in parts if p), style="green")
 
 
 EMULATED_CELL = "emulated"
@@ -62,7 +58,7 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     return table
 
 
-PARITY_COLUMN = (("device vs host", "left"),)  # shown when the run compared device outputs with the host's
+PARITY_COLUMN = (("device vs host: top-1 · max|Δ|", "left"),)  # shown when the run compared device outputs with the host's
 
 
 def selection_table(selection: Selection, target: str) -> Table:

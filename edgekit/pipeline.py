@@ -23,11 +23,11 @@ from .compress.parity import compare, onnx_outputs
 from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, connect, holder_name
-from .errors import DeviceError, EdgekitError, SelectionError, UsageError
+from .errors import DeviceError, EdgekitError, SelectionError
 from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs, load_data, load_torch_model,
                     reference_outputs, weights_digest)
 from .results import ResultsStore
-from .select import Selection, select
+from .select import Selection, choose_named, select
 from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant
 
 SMOKE_SAMPLES = 64
@@ -307,28 +307,6 @@ def device_parity(ctx: BuildContext, device: Device, variant: Variant, remote: s
 def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_path: str) -> dict[str, Any]:
     """The installed copy, checked the same way before it becomes current."""
     return device_parity(ctx, device, variant, installed_path, SMOKE_SAMPLES)
-
-
-def choose_named(selection: Selection, recipe: str, target: str) -> None:
-    """Make the variant the user named the chosen one, if nothing the device showed rules it out."""
-    from .compress.registry import parse_recipe
-
-    try:
-        canonical = parse_recipe(recipe).name
-    except EdgekitError:
-        canonical = recipe
-    row = next((r for r in selection.rows if r.variant.recipe in (recipe, canonical) or r.variant.id == recipe), None)
-    if row is None:
-        known = ", ".join(r.variant.recipe for r in selection.rows)
-        raise UsageError(f"--variant {recipe} is not one of the profile's variants ({known}). "
-                         f"Fix: name one of those, or add it with a profile that builds it")
-    if row.status == "rejected":
-        raise SelectionError(f"--variant {row.variant.recipe} cannot be deployed on {target}: {row.reason}. "
-                             f"Fix: name another variant")
-    previous = selection.chosen
-    if previous is not None and previous is not row:
-        previous.status, previous.reason = "eligible", "the profile's choice; --variant named another"
-    row.status, row.reason = "chosen", "named with --variant" + (f" ({row.reason})" if row.reason else "")
 
 
 def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,

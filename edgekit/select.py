@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import EdgekitError, SelectionError, UsageError
 from .spec import Measurement, SelectSettings, Variant
 
 LATENCY_OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms")
@@ -130,3 +131,25 @@ def select(variants: list[Variant], measurements: dict[str, Measurement], settin
                 r.reason = (f"{objective} {delta:+.0f}% vs chosen" +
                             ("; within noise but larger" if r in tied else ""))
     return Selection(objective, rows)
+
+
+def choose_named(selection: Selection, recipe: str, target: str) -> None:
+    """Make the variant the user named the chosen one, if nothing the device showed rules it out."""
+    from .compress.registry import parse_recipe  # light: no torch
+
+    try:
+        canonical = parse_recipe(recipe).name
+    except EdgekitError:
+        canonical = recipe
+    row = next((r for r in selection.rows if r.variant.recipe in (recipe, canonical) or r.variant.id == recipe), None)
+    if row is None:
+        known = ", ".join(r.variant.recipe for r in selection.rows)
+        raise UsageError(f"--variant {recipe} is not one of the profile's variants ({known}). "
+                         f"Fix: name one of those, or add it with a profile that builds it")
+    if row.status == "rejected":
+        raise SelectionError(f"--variant {row.variant.recipe} cannot be deployed on {target}: {row.reason}. "
+                             f"Fix: name another variant")
+    previous = selection.chosen
+    if previous is not None and previous is not row:
+        previous.status, previous.reason = "eligible", "the profile's choice; --variant named another"
+    row.status, row.reason = "chosen", "named with --variant" + (f" ({row.reason})" if row.reason else "")

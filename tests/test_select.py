@@ -98,7 +98,7 @@ def test_a_named_variant_replaces_the_choice_unless_the_device_ruled_it_out():
     import pytest
 
     from edgekit.errors import SelectionError, UsageError
-    from edgekit.pipeline import choose_named
+    from edgekit.select import choose_named
 
     vs = [variant("onnx:fp32"), variant("onnx:int8-static", drop=0.05)]
     ms = {v.id: measured(v.id, p) for v, p in zip(vs, (2.0, 1.0))}

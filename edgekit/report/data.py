@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__
 from ..errors import SpecError, UsageError
 from ..results import ResultsStore
-from ..select import Selection, select
+from ..select import Selection, choose_named, select
 from ..spec import Measurement, SelectSettings, Variant, load_profile
 
 
@@ -254,7 +254,6 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
 def _apply_named_deployment(store: ResultsStore, selection: Selection, run_id: int, target: str) -> None:
     """A deploy run that installed a variant the user named (`--variant`) shows that variant as chosen."""
     from ..errors import EdgekitError
-    from ..pipeline import choose_named
 
     row = next(store.rows("SELECT variant_id FROM deployments WHERE run_id=? AND target=? AND action='install' "
                           "AND ok=1 ORDER BY id DESC LIMIT 1", run_id, target), None)

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .errors import EdgekitError, SpecError
-from .spec import ModelSpec, available, load_model_spec, load_profile, load_target, parse_input
+from .spec import ModelSpec, available, emulated, load_model_spec, load_profile, load_target, parse_input
 
 def _console(stderr: bool) -> Console:
     """Tables stay one row per variant when piped: plain text is wide rather than wrapped."""
@@ -479,17 +479,15 @@ def targets_show(name, as_json) -> None:
 @handle_errors
 def targets_check(name, as_json) -> None:
     """Connect, probe, and print what the device offers and what it lacks."""
+    from .compress.isa import int8_types
     from .device import capability_warnings, connect
 
     target = load_target(name)
     with connect(target) as device:
         probe = device.probe()
-    from .compress.isa import int8_types
-
     warnings = capability_warnings(target, probe)
     cpu = probe.get("cpu", {})
     types, why = int8_types(tuple(cpu["isa"]) if isinstance(cpu.get("isa"), list) else None)
-    emulation = probe.get("emulation") or {}
     if as_json:
         _emit_json({"target": target.name, "reachable": True, "probe": probe, "warnings": warnings,
                     "int8_default": {"types": types, "reason": why}})
@@ -513,7 +511,8 @@ def targets_check(name, as_json) -> None:
         ("runtimes", runtimes),
         ("governor", probe.get("governor") or "-"),
     ]
-    if emulation.get("emulated"):
+    if emulated(probe):
+        emulation = probe["emulation"]
         lines.append(("emulated", f"yes, by {emulation.get('program')} on {emulation.get('host_machine')}: "
                                   "timings there are not latency figures"))
     for key, value in lines:

@@ -28,7 +28,7 @@ from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs
                     reference_outputs, weights_digest)
 from .results import ResultsStore
 from .select import Selection, choose_named, select
-from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant
+from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant, emulated
 
 SMOKE_SAMPLES = 64
 
@@ -122,10 +122,6 @@ def _failed(target: str, variant: Variant, key: str, kind: str, message: str) ->
 EMULATED_RUNS = 10
 
 
-def emulated(probe: dict[str, Any]) -> bool:
-    return bool((probe.get("emulation") or {}).get("emulated"))
-
-
 def bench_settings_for(settings: BenchSettings, probe: dict[str, Any]) -> BenchSettings:
     """Under emulation timings mean nothing: run each variant only enough to prove it runs."""
     if not emulated(probe):
@@ -140,8 +136,8 @@ def profile(device: Device, variants: list[Variant], settings: BenchSettings, re
     """Measure each built variant on the device (each in a fresh agent process), then run
     `parity_samples` evaluation samples there and compare the outputs with the host's."""
     target = device.target.name
+    settings = bench_settings_for(settings, probe)
     if emulated(probe):
-        settings = bench_settings_for(settings, probe)
         events.note(f"{target} runs under emulation ({probe['emulation'].get('program')}): each variant runs "
                     f"{EMULATED_RUNS} times to check it works; its timings are not latency figures")
     key = settings_key(settings, probe)

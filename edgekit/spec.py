@@ -179,6 +179,11 @@ class Variant:
         return self.metrics.get("accuracy_drop")
 
 
+def emulated(document: dict[str, Any]) -> bool:
+    """Whether an agent document (probe, bench, run) says it ran under user-mode emulation."""
+    return bool((document.get("emulation") or {}).get("emulated"))
+
+
 @dataclass
 class Measurement:
     """One variant measured on one device: the agent's bench document, flattened for the store."""
@@ -205,7 +210,7 @@ class Measurement:
     @property
     def emulated(self) -> bool:
         """Measured under user-mode emulation (qemu): the timings are the emulator's, not the board's."""
-        return bool((self.document.get("emulation") or {}).get("emulated"))
+        return emulated(self.document)
 
     @property
     def parity(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import SpecError, UsageError
 from ..results import ResultsStore
 from ..select import Selection, choose_named, select
-from ..spec import Measurement, SelectSettings, Variant, load_profile
+from ..spec import Measurement, SelectSettings, Variant, emulated, load_profile
 
 
 @dataclass
@@ -132,7 +132,7 @@ class TargetReport:
 
     @property
     def emulated(self) -> bool:
-        return bool((self.probe.get("emulation") or {}).get("emulated")) or any(r.emulated for r in self.rows)
+        return emulated(self.probe) or any(r.emulated for r in self.rows)
 
     def row(self, recipe: str) -> VariantRow | None:
         return next((r for r in self.rows if r.variant.recipe == recipe), None)

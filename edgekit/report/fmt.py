@@ -45,6 +45,17 @@ def signed_pct(fraction: float | None) -> str:
     return "-" if fraction is None else f"{fraction * 100:+.1f}%"
 
 
+def parity(doc: dict) -> str:
+    """The device-vs-host output check: ✓ top-1 agreement · max |diff|, ✗ and why, or - when not run."""
+    if not doc:
+        return "-"
+    if not doc.get("passed"):
+        return "✗ " + "; ".join(doc.get("problems") or ["failed"])
+    agree, diff = doc.get("top1_agreement"), doc.get("max_abs_diff")
+    parts = [f"{agree * 100:.1f}%" if agree is not None else None, f"{diff:.2g}" if diff is not None else None]
+    return "✓ " + " · ".join(p for p in parts if p)
+
+
 def fixed(value: float | None, digits: int) -> str:
     """Machine formats: a fixed number of decimals, empty when absent."""
     return "" if value is None else f"{value:.{digits}f}"

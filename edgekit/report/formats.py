@@ -57,7 +57,7 @@ def target_dict(t: TargetReport) -> dict[str, Any]:
         "constraints": dict(sorted(t.constraints.items())), "started": t.started,
         "edgekit_version": t.edgekit_version, "chosen": chosen.variant.recipe if chosen else None,
         "device": {"arch": t.probe.get("arch"), "cpu": (t.probe.get("cpu") or {}).get("model"),
-                   "emulated": bool((t.probe.get("emulation") or {}).get("emulated")),
+                   "emulated": t.emulated,
                    "board": (t.probe.get("board") or {}).get("model"), "governor": t.probe.get("governor"),
                    "runtimes": {k: v.get("version") for k, v in sorted((t.probe.get("runtimes") or {}).items())}},
         "variants": [variant_dict(r) for r in t.rows], "notes": t.notes,

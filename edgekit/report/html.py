@@ -48,14 +48,9 @@ def _parity_cell(parity: dict[str, Any]) -> str:
     """The device's outputs against the host's for the same artifact and samples."""
     if not parity:
         return '<td class="parity">-</td>'
-    if parity.get("passed"):
-        agree = parity.get("top1_agreement")
-        text = (f"✓ {parity.get('samples', 0)} samples" + (f", top-1 {agree * 100:.1f}%" if agree is not None else "")
-                + (f", max |Δ| {parity['max_abs_diff']:.2g}" if parity.get("max_abs_diff") is not None else ""))
-    else:
-        text = "✗ " + "; ".join(parity.get("problems") or ["failed"])
     verdict = "pass" if parity.get("passed") else "fail"
-    return f'<td class="parity {verdict}" data-parity="{verdict}">{escape(text)}</td>'
+    tip = f"{parity.get('samples', 0)} evaluation samples on the device: top-1 agreement with the original, max |diff|"
+    return f'<td class="parity {verdict}" data-parity="{verdict}" title="{escape(tip)}">{escape(fmt.parity(parity))}</td>'
 
 
 def _variant_rows(t: TargetReport) -> str:
@@ -83,7 +78,7 @@ def _variant_rows(t: TargetReport) -> str:
             + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}</td>'
             "</tr>")
     head = ("recipe", "format", "precision", "size", "p50 ms", "median 95% CI", "p90 ms", "p99 ms", "n",
-            "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "device vs host", "decision")
+            "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "device vs host: top-1 · max |Δ|", "decision")
     return (f'<div class="scroll"><table class="variants" data-target="{escape(t.target)}" data-run="{t.run_id}"><thead><tr>'
             + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>" + "".join(out) + "</tbody></table></div>")
 

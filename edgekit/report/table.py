@@ -27,14 +27,8 @@ def _state(v: Variant, cached: bool) -> Text:
 
 
 def parity_text(parity: dict) -> Text:
-    """The device-vs-host output check in one cell: ✓ top-1 agreement · max |diff|, or ✗ why."""
-    if not parity:
-        return Text("-")
-    if not parity.get("passed"):
-        return Text("✗ " + "; ".join(parity.get("problems") or ["failed"])[:70], style="red")
-    agree, diff = parity.get("top1_agreement"), parity.get("max_abs_diff")
-    parts = [f"{agree * 100:.1f}%" if agree is not None else None, f"{diff:.2g}" if diff is not None else None]
-    return Text("✓ " + " · ".join(p for p in parts if p), style="green")
+    text = fmt.parity(parity)
+    return Text(text[:72], style="green" if text.startswith("✓") else "red" if text.startswith("✗") else "")
 
 
 EMULATED_CELL = "emulated"

@@ -211,9 +211,12 @@ class Device:
                 raise
         return call(self.push(variant, force=True))
 
-    def bench(self, variant: Variant, remote: str, settings: BenchSettings) -> dict[str, Any]:
+    def bench(self, variant: Variant, remote: str, settings: BenchSettings,
+              inputs: str | None = None) -> dict[str, Any]:
+        """`inputs`: a pushed feeds file (`push_inputs`); without it the agent generates inputs."""
+        feed = ["--inputs", inputs] if inputs else []
         return self._with_artifact(variant, remote, lambda path: self.agent(
-            "bench", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
+            "bench", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256, *feed,
             "--warmup-s", str(settings.warmup_s), "--min-runs", str(settings.min_runs),
             "--min-s", str(settings.min_s), "--max-s", str(settings.max_s),
             "--threads", str(settings.threads), "--max-runs", str(settings.max_runs),
@@ -232,10 +235,28 @@ class Device:
             extras += ["--rate-hz", str(settings.rate_hz)]
         return extras
 
-    def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
-        """The artifact's first output for each batch, computed on the device."""
+    def push_inputs(self, feeds: dict[str, np.ndarray]) -> str:
+        """One call's feeds as a content-addressed .npz on the device (pushed once, verified by the
+        agent's sha256 check like an artifact): what `bench` times the model on."""
+        import hashlib
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "inputs.npz"
+            np.savez(local, **{name: np.asarray(v)[None] for name, v in feeds.items()})
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()
+            remote = remote_path(self.target.workdir, "inputs", f"{digest[:32]}.npz")
+            if not self.transport.exists(remote):
+                upload = remote_path(self.target.workdir, "inputs", f".upload-{secrets.token_hex(4)}.npz")
+                self.transport.put(str(local), upload)
+                self.agent("accept", "--source", upload, "--dest", remote, "--sha256", digest)
+        return remote
+
+    def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Every output of the artifact for each call, computed on the device: one array per output,
+        stacked over calls. What comes back is checked before it is used: one array per output
+        index, one entry per call, numbers only."""
         stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
-        tag = f"{os.getpid()}-{variant.sha256[:12]}"
+        tag = f"{os.getpid()}-{variant.sha256[:12]}-{secrets.token_hex(4)}"
         remote_in = remote_path(self.target.workdir, "tmp", f"in-{tag}.npz")
         remote_out = remote_path(self.target.workdir, "tmp", f"out-{tag}.npz")
         with tempfile.TemporaryDirectory() as tmp:
@@ -246,9 +267,7 @@ class Device:
                 "run", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
                 "--inputs", remote_in, "--outputs", remote_out, timeout=600))
             self.transport.get(remote_out, str(local_out))
-            with np.load(local_out) as out:
-                first = out["output_0"]
-        return first.reshape(-1, *first.shape[2:])
+            return _device_outputs(local_out, len(batches), self.target.name)
 
     def install(self, variant: Variant, remote: str) -> dict[str, Any]:
         meta = json.dumps({"recipe": variant.recipe, "format": variant.format, "precision": variant.precision,
@@ -284,6 +303,29 @@ def capability_warnings(target: Target, probe: dict[str, Any]) -> list[str]:
     if not found:
         warnings.append("no inference runtime found: install onnxruntime or ai-edge-litert for this Python")
     return warnings
+
+
+def _device_outputs(path: Path, calls: int, target: str) -> list[np.ndarray]:
+    """The `run` command's outputs file, checked: output_0..output_K-1, each [calls, ...], numeric."""
+    def bad(problem: str) -> DeviceError:
+        return DeviceError(f"target {target}: the device's outputs are not usable ({problem}). Fix: run again; "
+                           f"if it persists, the runtime on the device is broken", kind="bad_output")
+
+    try:
+        with np.load(path, allow_pickle=False) as out:
+            arrays = {k: out[k] for k in out.files}
+    except Exception as exc:
+        raise bad(f"unreadable outputs file: {_last_line(str(exc))}") from None
+    names = [f"output_{j}" for j in range(len(arrays))]
+    if not arrays or sorted(arrays) != sorted(names):
+        raise bad(f"unexpected arrays {sorted(arrays)[:5]}")
+    result = []
+    for name in names:
+        a = arrays[name]
+        if a.dtype.kind not in "biuf" or a.ndim < 1 or len(a) != calls:
+            raise bad(f"{name} is {a.dtype} of shape {list(a.shape)} for {calls} calls")
+        result.append(a.astype(np.float32) if a.dtype.kind == "f" else a)
+    return result
 
 
 def _parse(stdout: str) -> dict[str, Any] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,20 +19,30 @@ from .errors import ModelError
 from .spec import InputSpec, ModelSpec
 
 
+Outputs = list  # one np.ndarray per model output, each stacked over calls: [calls, *per-call shape]
+
+
 @dataclass
 class Dataset:
-    """Samples stacked along axis 0 per input name; labels optional."""
+    """Samples per input name, stacked on that input's batch axis (`axes`, default 0); a scalar
+    input stacks to a 1-D array of one value per sample. Labels optional, one per sample."""
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    axes: dict[str, int] = field(default_factory=dict)
+
+    def axis(self, name: str) -> int:
+        return self.axes.get(name, 0)
 
     def __len__(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        name = next(iter(self.inputs))
+        return int(self.inputs[name].shape[self.axis(name)])
 
     def digest(self) -> str:
         h = hashlib.sha256()
         for name in sorted(self.inputs):
             h.update(name.encode())
+            h.update(str(self.axis(name)).encode())
             h.update(np.ascontiguousarray(self.inputs[name]).tobytes())
         if self.labels is not None:
             h.update(np.ascontiguousarray(self.labels).tobytes())
@@ -40,7 +50,9 @@ class Dataset:
 
     def head(self, n: int) -> Dataset:
         labels = None if self.labels is None else self.labels[:n]
-        return Dataset({k: v[:n] for k, v in self.inputs.items()}, labels)
+        inputs = {k: np.take(v, np.arange(min(n, v.shape[self.axis(k)])), axis=self.axis(k))
+                  for k, v in self.inputs.items()}
+        return Dataset(inputs, labels, dict(self.axes))
 
 
 def import_entry(ref: str, what: str) -> Callable[..., Any]:
@@ -107,28 +119,57 @@ def load_torch_model(spec: ModelSpec):
 
 
 def example_inputs(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:
+    """One call's feeds at the declared shapes; integer inputs drawn from their `values` when given."""
     rng = np.random.default_rng(seed)
     out = {}
     for inp in spec.inputs:
-        if inp.dtype.startswith("float"):
-            out[inp.name] = rng.standard_normal(inp.shape).astype(inp.dtype)
+        if inp.values is not None:
+            value = rng.choice(np.asarray(inp.values), size=inp.shape)
+        elif inp.dtype.startswith("float"):
+            value = rng.standard_normal(inp.shape)
+        elif inp.dtype == "bool":
+            value = rng.integers(0, 2, inp.shape)
         else:
-            out[inp.name] = rng.integers(0, 10, inp.shape).astype(inp.dtype)
+            value = rng.integers(0, 10, inp.shape)
+        out[inp.name] = np.asarray(value).astype(inp.dtype)
     return out
 
 
-def torch_forward(model, feeds: dict[str, np.ndarray], spec: ModelSpec) -> np.ndarray:
-    """The first output of the model for one batch, as numpy."""
+def generated_dataset(spec: ModelSpec, seed: int = 0) -> Dataset:
+    """One batch of generated inputs as a dataset: when the user gave no data."""
+    feeds = example_inputs(spec, seed)
+    return stack_feeds([feeds], spec)
+
+
+def stack_feeds(feeds: list[dict[str, np.ndarray]], spec: ModelSpec) -> Dataset:
+    """Calls' feeds back into a dataset (inverse of `batches`)."""
+    inputs, axes = {}, {}
+    for inp in spec.inputs:
+        if inp.scalar:
+            inputs[inp.name] = np.stack([np.asarray(f[inp.name]).reshape(()) for f in feeds])
+        else:
+            inputs[inp.name] = np.concatenate([f[inp.name] for f in feeds], axis=inp.batch_axis)
+            axes[inp.name] = inp.batch_axis
+    return Dataset(inputs, None, {k: v for k, v in axes.items() if v})
+
+
+def flatten_outputs(out: Any) -> list[Any]:
+    """A model's outputs in a fixed order: tuples/lists in order, dicts by insertion, nested ones flattened."""
+    if isinstance(out, (tuple, list)):
+        return [leaf for item in out for leaf in flatten_outputs(item)]
+    if isinstance(out, dict):
+        return [leaf for item in out.values() for leaf in flatten_outputs(item)]
+    return [out]
+
+
+def torch_forward(model, feeds: dict[str, np.ndarray], spec: ModelSpec) -> list[np.ndarray]:
+    """Every output of the model for one call, as numpy."""
     import torch
 
     args = [torch.from_numpy(np.ascontiguousarray(feeds[i.name])) for i in spec.inputs]
     with torch.no_grad():
         out = model(*args)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    elif isinstance(out, dict):
-        out = next(iter(out.values()))
-    return out.detach().cpu().numpy()
+    return [o.detach().cpu().numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in flatten_outputs(out)]
 
 
 def check_model_accepts_inputs(model, spec: ModelSpec) -> None:
@@ -148,9 +189,13 @@ def load_data(ref: str | None, spec: ModelSpec, what: str) -> Dataset | None:
     if ref is None:
         return None
     if ref.endswith((".npz", ".npy")) and Path(ref).is_file():
-        raw: Any = np.load(ref, allow_pickle=False)
-        if isinstance(raw, np.lib.npyio.NpzFile):
-            raw = {k: raw[k] for k in raw.files}
+        try:
+            raw: Any = np.load(ref, allow_pickle=False)
+            if isinstance(raw, np.lib.npyio.NpzFile):
+                raw = {k: raw[k] for k in raw.files}
+        except (ValueError, OSError, EOFError) as exc:
+            raise ModelError(f"[data] {what} {ref}: not a plain numeric .npz/.npy ({_one_line(exc)}). "
+                             f"Fix: save it with np.savez(path, name=array) from numeric arrays") from None
     else:
         try:
             raw = import_entry(ref, f"[data] {what}")()
@@ -175,40 +220,103 @@ def _to_dataset(raw: Any, spec: ModelSpec, where: str) -> Dataset:
     else:
         raise ModelError(f"{where}: the model has {len(spec.inputs)} inputs, so the data must be a dict "
                          f"keyed by input name. Fix: return {{name: array}}")
+    unknown = sorted(set(inputs) - {i.name for i in spec.inputs})
+    if unknown:
+        raise ModelError(f"{where}: array {unknown[0]!r} is not a model input. Fix: name arrays after the inputs "
+                         f"({', '.join(i.name for i in spec.inputs)}), labels as 'labels'")
     out: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
     for inp in spec.inputs:
         if inp.name not in inputs:
             raise ModelError(f"{where}: no array for input {inp.name!r}. Fix: add it (keys: {sorted(inputs)})")
-        arr = np.asarray(inputs[inp.name])
-        out[inp.name] = _match_sample_shape(arr, inp, where).astype(inp.dtype, copy=False)
-    n = {len(a) for a in out.values()}
+        arr = _checked_array(inputs[inp.name], inp, where)
+        out[inp.name] = arr
+        counts[inp.name] = arr.shape[0 if inp.scalar else inp.batch_axis]
+    n = set(counts.values())
     if len(n) != 1 or 0 in n:
-        raise ModelError(f"{where}: inputs have different or zero sample counts {sorted(n)}. Fix: stack the same samples for every input")
+        raise ModelError(f"{where}: inputs have different or zero sample counts "
+                         f"({', '.join(f'{k}: {v}' for k, v in counts.items())}). "
+                         f"Fix: stack the same samples for every input")
+    count = n.pop()
+    if count < spec.batch_size:
+        raise ModelError(f"{where}: {count} samples, fewer than one batch of {spec.batch_size}. "
+                         f"Fix: give at least {spec.batch_size} samples")
     if labels is not None:
         labels = np.asarray(labels)
-        if len(labels) != n.pop():
-            raise ModelError(f"{where}: {len(labels)} labels for a different number of samples. Fix: one label per sample")
-    return Dataset(out, labels)
+        if labels.dtype == object or len(labels) != count:
+            raise ModelError(f"{where}: {len(labels)} labels for {count} samples. Fix: one label per sample")
+    axes = {i.name: i.batch_axis for i in spec.inputs if not i.scalar and i.batch_axis}
+    return Dataset(out, labels, axes)
 
 
-def _match_sample_shape(arr: np.ndarray, inp: InputSpec, where: str) -> np.ndarray:
-    sample = tuple(inp.shape[1:])
-    if arr.shape[1:] == sample:
-        return arr
-    raise ModelError(f"{where}: samples for {inp.name!r} have shape {list(arr.shape[1:])}, the model input is "
-                     f"{list(inp.shape)} (batch first). Fix: stack samples as [N, {', '.join(map(str, sample))}]")
+def _checked_array(value: Any, inp: InputSpec, where: str) -> np.ndarray:
+    """The array for one input: right sample shape, castable to the input's dtype, finite."""
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise ModelError(f"{where}: {inp.name!r} holds {arr.dtype} values, not numbers. "
+                         f"Fix: save a numeric array (np.savez(..., {inp.name}=array))")
+    if inp.scalar:
+        if arr.ndim != 1:
+            raise ModelError(f"{where}: {inp.name!r} is a scalar input, so its samples stack to a 1-D array; got "
+                             f"shape {list(arr.shape)}. Fix: save one value per sample, shape [N]")
+    else:
+        axis = inp.batch_axis
+        sample = list(inp.sample_shape)
+        got = list(arr.shape[:axis]) + list(arr.shape[axis + 1:]) if arr.ndim == len(inp.shape) else None
+        if got != sample:
+            want = list(inp.shape)
+            want[axis] = "N"  # type: ignore[call-overload]
+            raise ModelError(f"{where}: samples for {inp.name!r} have shape {list(arr.shape)}, the model input is "
+                             f"{list(inp.shape)} with samples on axis {axis}. Fix: stack samples as "
+                             f"[{', '.join(map(str, want))}]")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ModelError(f"{where}: {inp.name!r} holds {int((~np.isfinite(arr)).sum())} NaN or infinite values. "
+                         f"Fix: clean the data; parity on non-finite inputs proves nothing")
+    target = np.dtype(inp.dtype)
+    if target.kind in "biu" and arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+        raise ModelError(f"{where}: {inp.name!r} is a {inp.dtype} input but the data holds fractions. "
+                         f"Fix: save integer values")
+    return arr.astype(target, copy=False)
 
 
 def batches(data: Dataset, spec: ModelSpec) -> Iterator[dict[str, np.ndarray]]:
-    """Feeds at the spec's batch size; a tail shorter than a batch is dropped."""
-    batch = spec.inputs[0].shape[0]
+    """One call's feeds at a time, at the declared shapes: `batch_size` samples sliced on each
+    input's batch axis; a scalar input takes the value of the call's first sample. A tail shorter
+    than a batch is dropped."""
+    batch = spec.batch_size
     for start in range(0, len(data) - batch + 1, batch):
-        yield {k: v[start:start + batch] for k, v in data.inputs.items()}
+        feeds = {}
+        for inp in spec.inputs:
+            arr = data.inputs[inp.name]
+            if inp.scalar:
+                feeds[inp.name] = np.asarray(arr[start])
+            else:
+                axis = data.axis(inp.name)
+                feeds[inp.name] = np.take(arr, np.arange(start, start + batch), axis=axis)
+        yield feeds
 
 
-def reference_outputs(model, data: Dataset, spec: ModelSpec) -> np.ndarray:
+def stack_outputs(per_call: list[list[Any]], what: str = "the model") -> Outputs:
+    """Per-call output lists -> one array per output, stacked over calls."""
+    if not per_call:
+        return []
+    counts = {len(c) for c in per_call}
+    if len(counts) != 1:
+        raise ModelError(f"{what} returned a different number of outputs per call ({sorted(counts)})")
+    stacked = []
+    for j in range(counts.pop()):
+        arrays = [np.asarray(c[j]) for c in per_call]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise ModelError(f"{what}: output {j} changes shape between calls ({sorted(shapes)[:3]}); edgekit "
+                             f"compares outputs of a fixed shape. Fix: declare inputs that give fixed-size outputs")
+        stacked.append(np.stack(arrays))
+    return stacked
+
+
+def reference_outputs(model, data: Dataset, spec: ModelSpec) -> Outputs:
     """The original model's outputs on `data`, the yardstick for every variant."""
-    return np.concatenate([torch_forward(model, feeds, spec) for feeds in batches(data, spec)])
+    return stack_outputs([torch_forward(model, feeds, spec) for feeds in batches(data, spec)])
 
 
 def weights_digest(model) -> str:

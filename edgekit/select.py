@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import EdgekitError, SelectionError, UsageError
-from .spec import Measurement, SelectSettings, Variant
+from .spec import FIDELITY, Measurement, SelectSettings, Variant
 
 LATENCY_OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms")
 EMULATED = "emulated: not a latency figure"
@@ -50,17 +50,64 @@ def _objective_value(objective: str, variant: Variant, m: Measurement) -> float 
     return m.figure(objective)
 
 
-def _violations(variant: Variant, m: Measurement, constraints: dict[str, float]) -> list[str]:
+COSINE_FALLBACK = 0.99  # what max_accuracy_drop means for outputs that are not class scores
+
+
+def fidelity_violations(variant: Variant, constraints: dict[str, float]) -> list[str]:
+    """The fidelity constraints a variant breaks, each naming the constraint and the figure.
+
+    `max_accuracy_drop` needs a classifier output; on any other model (an embedder, a detector,
+    a regressor) it falls back to a worst-output cosine of at least 0.99 unless the profile states
+    its own fidelity constraint, so a profile written for classifiers still judges them fairly.
+    """
+    asked = [k for k in FIDELITY if k in constraints]
+    if not asked:
+        return []
+    m = variant.metrics
+    if not m:
+        return [f"no fidelity figures to check {', '.join(asked)} (add [data] evaluation)"]
     out = []
+    if m.get("nonfinite"):
+        out.append(f"{m['nonfinite']} output values are NaN or infinite where the original's are finite")
+    cosine = m.get("mean_cosine")
+    worst = min(m.get("outputs") or [{}], key=lambda o: o.get("mean_cosine", 1.0)).get("name")
+    where = f" (worst output {worst})" if worst and len(m.get("outputs") or []) > 1 else ""
+    if "max_accuracy_drop" in constraints:
+        limit = constraints["max_accuracy_drop"]
+        drop = m.get("accuracy_drop")
+        if drop is not None:
+            if drop > limit + 1e-12:
+                out.append(f"accuracy drop {drop * 100:.2f} pts > {limit * 100:.2f} (max_accuracy_drop)")
+        elif len(asked) == 1 and cosine is not None:
+            if cosine < COSINE_FALLBACK:
+                out.append(f"cosine {cosine:.4f}{where} < {COSINE_FALLBACK} (max_accuracy_drop needs class scores: "
+                           f"labels or task = \"classification\"; other outputs are judged by cosine; set min_cosine "
+                           f"to choose the limit)")
+    if "min_top1_agreement" in constraints:
+        agreement = m.get("top1_agreement")
+        if agreement is None:
+            out.append("min_top1_agreement: no classifier output (give labels or set task = \"classification\")")
+        elif agreement < constraints["min_top1_agreement"] - 1e-12:
+            out.append(f"top-1 agreement {agreement:.3f} < {constraints['min_top1_agreement']:g} (min_top1_agreement)")
+    if "min_cosine" in constraints and cosine is not None and cosine < constraints["min_cosine"] - 1e-12:
+        out.append(f"cosine {cosine:.4f}{where} < {constraints['min_cosine']:g} (min_cosine)")
+    if "max_abs_diff" in constraints and m.get("max_abs_diff") is not None \
+            and m["max_abs_diff"] > constraints["max_abs_diff"]:
+        out.append(f"max |diff| {m['max_abs_diff']:.3g} > {constraints['max_abs_diff']:g} (max_abs_diff)")
+    if "max_metric_drop" in constraints:
+        drop = m.get("metric_drop")
+        if drop is None:
+            out.append("max_metric_drop needs a user metric: set [data] metric = \"module:function\"")
+        elif drop > constraints["max_metric_drop"] + 1e-12:
+            out.append(f"{m.get('metric_name', 'metric')} drop {drop:.4g} > {constraints['max_metric_drop']:g} "
+                       f"(max_metric_drop)")
+    return out
+
+
+def _violations(variant: Variant, m: Measurement, constraints: dict[str, float]) -> list[str]:
     if m.emulated:  # latency and memory under qemu are the emulator's
         constraints = {k: v for k, v in constraints.items() if k not in DEVICE_FIGURES}
-    limit = constraints.get("max_accuracy_drop")
-    if limit is not None:
-        drop = variant.accuracy_drop
-        if drop is None:
-            out.append("no accuracy figures to check max_accuracy_drop (add [data] evaluation)")
-        elif drop > limit + 1e-12:
-            out.append(f"accuracy drop {drop * 100:.2f} pts > {limit * 100:.2f}")
+    out = fidelity_violations(variant, constraints)
     checks = (("max_peak_rss_mb", m.figure("peak_rss_mb"), "peak RSS", "MB"),
               ("max_p90_ms", m.figure("p90_ms"), "p90", "ms"),
               ("max_size_mb", variant.size_bytes / 1e6, "size", "MB"))

@@ -7,6 +7,7 @@ editing that file and should not need a traceback to find the line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import tomllib
@@ -17,9 +18,12 @@ from typing import Any
 
 from .errors import SpecError
 
-DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64")
+DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
 OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms", "size_bytes", "peak_rss_mb", "energy_mj")
-CONSTRAINTS = ("max_accuracy_drop", "max_peak_rss_mb", "max_p90_ms", "max_size_mb")
+# fidelity constraints (judged on the evaluation data) and device/artifact constraints
+FIDELITY = ("max_accuracy_drop", "min_top1_agreement", "min_cosine", "max_abs_diff", "max_metric_drop")
+CONSTRAINTS = FIDELITY + ("max_peak_rss_mb", "max_p90_ms", "max_size_mb")
+TASKS = ("classification",)
 TRANSPORTS = ("local", "ssh")
 
 
@@ -28,12 +32,38 @@ TRANSPORTS = ("local", "ssh")
 
 @dataclass(frozen=True)
 class InputSpec:
+    """One model input as the model is called: `shape = ()` is a scalar; `batch_axis` says where
+    samples stack (a recurrent state is often [layers, batch, hidden], batch on axis 1). `values`
+    lists the valid values of an integer input (a sample rate, a token id range) for generated feeds."""
+
     name: str
     shape: tuple[int, ...]
     dtype: str = "float32"
+    batch_axis: int = 0
+    values: tuple[Any, ...] | None = None
+
+    @property
+    def scalar(self) -> bool:
+        return len(self.shape) == 0
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one call's input without its batch dimension."""
+        if self.scalar:
+            return ()
+        return self.shape[:self.batch_axis] + self.shape[self.batch_axis + 1:]
+
+    @property
+    def batch(self) -> int | None:
+        return None if self.scalar else self.shape[self.batch_axis]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.batch_axis:
+            out["batch_axis"] = self.batch_axis
+        if self.values is not None:
+            out["values"] = list(self.values)
+        return out
 
 
 @dataclass(frozen=True)
@@ -50,10 +80,17 @@ class ModelSpec:
     training: str | None = None
     source: str = "flags"
     dynamic_batch: bool = False  # export ONNX with a symbolic batch dimension (shape[0] is the example)
+    task: str | None = None  # "classification": the first output is class scores (top-1, label accuracy)
+    metric: str | None = None  # module:function(reference, outputs, labels) -> float, higher is better
 
     @property
     def is_onnx(self) -> bool:
         return self.path is not None and self.path.suffix == ".onnx"
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per call: the batch dimension of the first input that has one (1 if all are scalars)."""
+        return next((i.batch for i in self.inputs if i.batch is not None), 1)
 
 
 @dataclass(frozen=True)
@@ -270,8 +307,8 @@ class _Table:
             return default
         value = self.data[key]
         ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok_type or value < minimum:
-            kind = "an integer" if integer else "a number"
+        if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < minimum:
+            kind = "an integer" if integer else "a finite number"
             raise self.fail(key, f"expected {kind} >= {minimum}, got {value!r}", f"write {key} = {default}")
         return int(value) if integer else float(value)
 
@@ -308,36 +345,129 @@ def read_toml(path: Path) -> _Table:
 
 
 def parse_input(text: str) -> InputSpec:
-    """`NAME:1x1x8x8[:float32]` from a flag."""
+    """`NAME:1x1x8x8[:DTYPE[:AXIS]]` from a flag; SHAPE `scalar` is a scalar input."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0]:
-        raise SpecError(f"--input {text!r}: expected NAME:SHAPE[:DTYPE] such as input:1x3x224x224:float32. Fix: use that form")
-    try:
-        shape = tuple(int(d) for d in parts[1].lower().split("x"))
-    except ValueError:
-        raise SpecError(f"--input {text!r}: shape {parts[1]!r} is not integers joined by 'x'. Fix: write e.g. 1x3x224x224") from None
-    dtype = parts[2] if len(parts) == 3 else "float32"
-    return _check_input(InputSpec(parts[0], shape, dtype), lambda problem, fix: SpecError(f"--input {text!r}: {problem}. Fix: {fix}"))
+    if len(parts) not in (2, 3, 4) or not parts[0]:
+        raise SpecError(f"--input {text!r}: expected NAME:SHAPE[:DTYPE[:BATCH_AXIS]] such as input:1x3x224x224:float32 "
+                        f"(SHAPE scalar for a scalar). Fix: use that form")
+    if parts[1].lower() in ("scalar", "[]"):
+        shape: tuple[int, ...] = ()
+    else:
+        try:
+            shape = tuple(int(d) for d in parts[1].lower().split("x"))
+        except ValueError:
+            raise SpecError(f"--input {text!r}: shape {parts[1]!r} is not integers joined by 'x'. "
+                            f"Fix: write e.g. 1x3x224x224, or scalar") from None
+    dtype = parts[2] if len(parts) >= 3 and parts[2] else "float32"
+    axis = parts[3] if len(parts) == 4 else "0"
+    if not axis.isdigit():
+        raise SpecError(f"--input {text!r}: batch axis {axis!r} is not a non-negative integer. Fix: write e.g. "
+                        f"state:2x1x128:float32:1")
+    return _check_input(InputSpec(parts[0], shape, dtype, int(axis)),
+                        lambda problem, fix: SpecError(f"--input {text!r}: {problem}. Fix: {fix}"))
 
 
 def _check_input(spec: InputSpec, fail) -> InputSpec:
-    if not spec.shape or any(d <= 0 for d in spec.shape):
-        raise fail(f"shape {list(spec.shape)} must be non-empty positive integers", "give every dimension, e.g. [1, 3, 224, 224]")
+    if any(d <= 0 for d in spec.shape):
+        raise fail(f"shape {list(spec.shape)} must be positive integers ([] for a scalar)",
+                   "give every dimension its size, e.g. [1, 3, 224, 224]")
     if spec.dtype not in DTYPES:
         raise fail(f"dtype {spec.dtype!r} is not supported", f"use one of {', '.join(DTYPES)}")
+    if spec.shape and not 0 <= spec.batch_axis < len(spec.shape):
+        raise fail(f"batch_axis {spec.batch_axis} is outside the shape {list(spec.shape)}",
+                   f"use 0..{len(spec.shape) - 1}")
+    if spec.values is not None:
+        if spec.dtype.startswith("float"):
+            raise fail("values is for integer and bool inputs", "drop values, or set an integer dtype")
+        if not spec.values or not all(isinstance(v, (int, bool)) for v in spec.values):
+            raise fail(f"values {list(spec.values)} must be a non-empty list of integers", "write values = [16000]")
     return spec
+
+
+INPUT_KEYS = {"name", "shape", "dtype", "batch_axis", "values"}
+
+
+def _input_item(model: _Table, i: int, item: Any) -> InputSpec:
+    key = f"inputs[{i}]"
+    example = '{ name = "input", shape = [1, 3, 224, 224], dtype = "float32" }'
+    if not isinstance(item, dict):
+        raise model.fail(key, f"expected a table, got {item!r}", example)
+    extra = sorted(set(item) - INPUT_KEYS)
+    if extra:
+        raise model.fail(f"{key}.{extra[0]}", "unknown key", f"use one of {', '.join(sorted(INPUT_KEYS))}")
+    name, shape, dtype = item.get("name"), item.get("shape"), item.get("dtype", "float32")
+    axis, values = item.get("batch_axis", 0), item.get("values")
+    if not isinstance(name, str) or not name:
+        raise model.fail(f"{key}.name", "missing", 'add name = "input"')
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise model.fail(f"{key}.shape", f"expected a list of integers ([] for a scalar), got {shape!r}",
+                         "write shape = [1, 3, 224, 224]")
+    if not isinstance(dtype, str):
+        raise model.fail(f"{key}.dtype", f"expected a string, got {dtype!r}", 'write dtype = "float32"')
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise model.fail(f"{key}.batch_axis", f"expected an integer, got {axis!r}", "write batch_axis = 1")
+    if values is not None and not isinstance(values, list):
+        raise model.fail(f"{key}.values", f"expected a list, got {values!r}", "write values = [16000]")
+    spec = InputSpec(name, tuple(shape), dtype, axis, tuple(values) if values is not None else None)
+    return _check_input(spec, lambda problem, fix: model.fail(key, problem, fix))
+
+
+def _graph_inputs(path: Path, model: _Table) -> tuple[InputSpec, ...]:
+    """A spec without `inputs` takes them from the ONNX graph, when every dimension is static."""
+    from .graph import describe_onnx
+
+    io = describe_onnx(path)
+    specs = []
+    for t in io.inputs:
+        dynamic = [(i, d) for i, d in enumerate(t.dims) if not isinstance(d, int)]
+        if dynamic:
+            i, d = dynamic[0]
+            shape = ", ".join(str(x) if isinstance(x, int) else x.upper() for x in t.dims)
+            raise model.fail("inputs", f"input {t.name!r} of {path.name} has dynamic dimension {i} ({d}), so its "
+                             f"size must be declared", f'add inputs = [{{ name = "{t.name}", shape = [{shape}], '
+                             f'dtype = "{t.dtype}" }}] with the size you run it at (edgekit inspect {path.name} '
+                             f'lists every input)')
+        if t.dtype not in DTYPES:
+            raise model.fail("inputs", f"input {t.name!r} of {path.name} has type {t.dtype}, which edgekit cannot feed",
+                             f"use a model whose inputs are {', '.join(DTYPES)}")
+        specs.append(InputSpec(t.name, tuple(t.dims), t.dtype))  # type: ignore[arg-type]
+    return tuple(specs)
+
+
+def check_against_graph(inputs: tuple[InputSpec, ...], path: Path, fail) -> None:
+    """Declared ONNX inputs must name the graph's inputs and agree with its static dimensions."""
+    from .graph import describe_onnx
+
+    graph = {t.name: t for t in describe_onnx(path).inputs}
+    for inp in inputs:
+        t = graph.get(inp.name)
+        if t is None:
+            raise fail(f"{path.name} has no input {inp.name!r}", f"use the graph's input names: {', '.join(graph)}")
+        if len(t.dims) != len(inp.shape) or any(isinstance(g, int) and g != d for g, d in zip(t.dims, inp.shape)):
+            dims = ", ".join(str(x) for x in t.dims)
+            raise fail(f"input {inp.name!r} is declared {list(inp.shape)}, the graph says [{dims}]",
+                       "declare the graph's fixed dimensions and a size for each named one")
+    missing = sorted(set(graph) - {i.name for i in inputs})
+    if missing:
+        raise fail(f"{path.name} also needs input {missing[0]!r}", "declare every graph input")
 
 
 def load_model_spec(path: Path) -> ModelSpec:
     doc = read_toml(path)
     doc.unknown_keys({"model", "data"})
     model = doc.table("model")
-    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch"})
+    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch", "task"})
     dynamic_batch = model.data.get("dynamic_batch", False)
     if not isinstance(dynamic_batch, bool):
         raise model.fail("dynamic_batch", f"expected true or false, got {dynamic_batch!r}", "write dynamic_batch = true")
+    task = model.text("task")
+    if task is not None and task not in TASKS:
+        raise model.fail("task", f"{task!r} is not known", f'use one of {", ".join(TASKS)}, or leave it out')
     data = doc.table("data")
-    data.unknown_keys({"calibration", "evaluation", "training"})
+    data.unknown_keys({"calibration", "evaluation", "training", "metric"})
+    metric = data.text("metric")
+    if metric is not None and ":" not in metric:
+        raise data.fail("metric", f"{metric!r} is not module:function", 'write metric = "package.module:function"')
     base = path.parent
 
     factory = model.text("factory")
@@ -347,24 +477,6 @@ def load_model_spec(path: Path) -> ModelSpec:
                          'write factory = "package.module:function" or path = "model.onnx"')
     if factory and ":" not in factory:
         raise model.fail("factory", f"{factory!r} is not module:function", 'write factory = "package.module:function"')
-
-    raw_inputs = model.data.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise model.fail("inputs", "missing or empty", 'write inputs = [{ name = "input", shape = [1, 3, 224, 224], dtype = "float32" }]')
-    inputs = []
-    for i, item in enumerate(raw_inputs):
-        key = f"inputs[{i}]"
-        if not isinstance(item, dict):
-            raise model.fail(key, f"expected a table, got {item!r}", '{ name = "input", shape = [1, 3, 224, 224] }')
-        name, shape, dtype = item.get("name"), item.get("shape"), item.get("dtype", "float32")
-        if not isinstance(name, str) or not name:
-            raise model.fail(f"{key}.name", "missing", 'add name = "input"')
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            raise model.fail(f"{key}.shape", f"expected a list of integers, got {shape!r}", "write shape = [1, 3, 224, 224]")
-        if not isinstance(dtype, str):
-            raise model.fail(f"{key}.dtype", f"expected a string, got {dtype!r}", 'write dtype = "float32"')
-        inputs.append(_check_input(InputSpec(name, tuple(shape), dtype),
-                                   lambda problem, fix, k=key: model.fail(k, problem, fix)))
 
     def rel(value: str | None) -> Path | None:
         return None if value is None else (base / value).resolve()
@@ -385,9 +497,24 @@ def load_model_spec(path: Path) -> ModelSpec:
     if resolved_path is not None and not resolved_path.is_file():
         raise model.fail("path", f"file {resolved_path} not found", "point it at an existing .pt, .ts or .onnx file")
 
+    raw_inputs = model.data.get("inputs")
+    onnx_file = resolved_path is not None and resolved_path.suffix == ".onnx"
+    if raw_inputs is None and onnx_file:
+        inputs = _graph_inputs(resolved_path, model)
+    else:
+        if not isinstance(raw_inputs, list) or not raw_inputs:
+            raise model.fail("inputs", "missing or empty",
+                             'write inputs = [{ name = "input", shape = [1, 3, 224, 224], dtype = "float32" }]')
+        inputs = tuple(_input_item(model, i, item) for i, item in enumerate(raw_inputs))
+        if onnx_file:
+            check_against_graph(inputs, resolved_path, lambda problem, fix: model.fail("inputs", problem, fix))
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise model.fail("inputs", f"input names repeat: {names}", "give every input its own name")
+
     return ModelSpec(
         name=model.text("name", required=True),
-        inputs=tuple(inputs),
+        inputs=inputs,
         factory=factory,
         checkpoint=checkpoint,
         path=resolved_path,
@@ -396,6 +523,8 @@ def load_model_spec(path: Path) -> ModelSpec:
         training=data_ref("training"),
         source=str(path),
         dynamic_batch=dynamic_batch,
+        task=task,
+        metric=metric,
     )
 
 
@@ -518,6 +647,9 @@ def load_profile(name: str) -> Profile:
     limits = select.table("constraints")
     limits.unknown_keys(set(CONSTRAINTS))
     constraints = {key: limits.number(key, 0.0) for key in CONSTRAINTS if key in limits.data}
+    for key in ("min_cosine", "min_top1_agreement"):
+        if constraints.get(key, 0.0) > 1:
+            raise limits.fail(key, f"expected 0..1, got {constraints[key]!r}", f"write {key} = 0.99")
     return Profile(
         name=path.stem,
         recipes=recipes,

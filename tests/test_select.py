@@ -61,7 +61,7 @@ def test_size_objective_and_missing_accuracy():
     ms = {"big": measured("big", 1.0), "small": measured("small", 1.0)}
     sel = select(vs, ms, SelectSettings("size_bytes", {"max_accuracy_drop": 0.01}))
     assert sel.chosen.variant.id == "big"
-    assert "no accuracy figures" in {r.variant.id: r for r in sel.rows}["small"].reason
+    assert "no fidelity figures" in {r.variant.id: r for r in sel.rows}["small"].reason
 
 
 def emulated(m: Measurement) -> Measurement:

@@ -141,7 +141,8 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         "settings": {"warmup_s": warmup_s, "min_runs": min_runs, "min_s": min_s, "max_s": max_s,
                      "threads": threads, "inputs": "file" if inputs else "generated",
                      "power_interval_s": power_interval_s, "idle_s": idle_s},
-        "inputs": runner.input_specs(),
+        "inputs": _fed(feeds),
+        "model_inputs": runner.input_specs(),
         "cold": {"import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": first_ms},
         "warmup": warm,
         "window": {"runs": len(samples), "seconds": measured_s},
@@ -153,6 +154,13 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         "emulation": emulated,
         "warnings": warnings,
     }
+
+
+def _fed(feeds) -> List[dict]:
+    """The inputs the timed calls really got: shapes and dtypes, as the host checks them."""
+    import numpy as np
+
+    return [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in feeds.items()]
 
 
 def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0,

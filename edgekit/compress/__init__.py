@@ -18,7 +18,6 @@ from ..errors import CompressError
 from ..spec import Variant
 from .context import BuildContext
 from .isa import int8_types
-from .parity import compare
 from .registry import Recipe, parse_recipe
 from .runtimes import node_count, outputs
 from .store import ArtifactStore, cache_key, file_sha256
@@ -142,8 +141,7 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
         if isinstance(merging, dict):
             merging["artifact_nodes"] = node_count(recipe.format, artifact)
         if ctx.evaluation is not None and ctx.reference is not None:
-            variant.metrics = compare(outputs(recipe.format, artifact, ctx.evaluation, ctx.spec), ctx.reference,
-                                      ctx.evaluation.labels)
+            variant.metrics = ctx.compare(outputs(recipe.format, artifact, ctx.evaluation, ctx.spec))
             variant.metrics["parity_runtime"] = recipe.runtime
     except ImportError as exc:
         hint = f"pip install 'edgekit[{recipe.extra}]'" if recipe.extra else "reinstall edgekit"

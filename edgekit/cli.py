@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .errors import EdgekitError, SpecError
-from .spec import ModelSpec, available, emulated, load_model_spec, load_profile, load_target, parse_input
+from .spec import (ModelSpec, available, check_against_graph, emulated, graph_inputs, load_model_spec, load_profile,
+                   load_target, parse_input)
 
 def _console(stderr: bool) -> Console:
     """Tables stay one row per variant when piped: plain text is wide rather than wrapped."""
@@ -131,7 +132,8 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
     if factory or model_path:
         if spec_path:
             raise SpecError("--spec and --factory/--model-path both given. Fix: use one or the other")
-        if not inputs:
+        onnx_file = model_path is not None and model_path.suffix == ".onnx" and model_path.is_file()
+        if not inputs and not onnx_file:
             raise SpecError("--input is required with --factory/--model-path. Fix: add --input NAME:1x3x224x224")
         for flag, path in (("--checkpoint", checkpoint), ("--model-path", model_path)):
             if path is not None and not path.is_file():
@@ -140,7 +142,16 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
             if ref and ref.endswith((".npz", ".npy")) and not Path(ref).is_file():
                 raise SpecError(f"{flag} {ref}: file not found. Fix: check the path")
         default_name = (factory or "").rpartition(":")[2] or (model_path.stem if model_path else "model")
-        return ModelSpec(name=model_name or default_name, inputs=tuple(parse_input(i) for i in inputs),
+        def flag_error(problem: str, fix: str) -> SpecError:
+            return SpecError(f"--model-path {model_path}: {problem}. Fix: {fix}")
+
+        declared = tuple(parse_input(i) for i in inputs)
+        if onnx_file:
+            if declared:
+                check_against_graph(declared, model_path, flag_error)
+            else:
+                declared = graph_inputs(model_path, flag_error, flags=True)
+        return ModelSpec(name=model_name or default_name, inputs=declared,
                          factory=factory, checkpoint=checkpoint.resolve() if checkpoint else None,
                          path=model_path.resolve() if model_path else None, calibration=calibration,
                          evaluation=evaluation, source="flags")
@@ -424,6 +435,24 @@ def status(target_name, model, home, db, as_json) -> None:
     """What is deployed on the target."""
     doc = _device_command(target_name, "status", model, home, db)
     _emit_json(doc) if as_json else _print_status(doc, target_name)
+
+
+@main.command()
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def inspect(model_file, as_json) -> None:
+    """An ONNX file's inputs and outputs, dynamic dimensions named: what [model] inputs must declare."""
+    from .graph import describe_onnx
+    from .report.table import graph_table
+
+    if not model_file.is_file():
+        raise SpecError(f"{model_file}: file not found. Fix: check the path")
+    io = describe_onnx(model_file)
+    if as_json:
+        _emit_json(io.to_dict())
+        return
+    out.print(graph_table(io, model_file.name))
 
 
 @main.group()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from .compress.parity import onnx_outputs
 from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, connect, holder_name
+from .graph import describe_onnx
 from .errors import DeviceError, EdgekitError, ModelError, SelectionError
 from .model import (batches, check_model_accepts_inputs, example_inputs, generated_dataset, import_entry,
                     load_data, load_torch_model, reference_outputs, weights_digest)
@@ -77,7 +79,8 @@ def prepare(spec: ModelSpec) -> BuildContext:
             raise ModelError(f"model {spec.path.name} does not run on the declared inputs in onnxruntime "
                              f"({' '.join(str(exc).split())[:300]}). Fix: check [model] inputs (edgekit inspect "
                              f"{spec.path.name} lists what the graph expects)") from None
-    ctx = BuildContext(spec, model, digest, calibration, evaluation, reference, metric=metric)
+    names = tuple(t.name for t in describe_onnx(spec.path).outputs) if spec.is_onnx else ()
+    ctx = BuildContext(spec, model, digest, calibration, evaluation, reference, metric=metric, output_names=names)
     if evaluation is not None and reference is not None:
         bad = sum(int((~np.isfinite(r)).sum()) for r in reference if r.dtype.kind == "f")
         if bad:
@@ -125,9 +128,13 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
 # --------------------------------------------------------------------------- profile
 
 
-def settings_key(settings: BenchSettings, probe: dict[str, Any]) -> str:
-    """Same artifact + same key = the store's measurement can be reused instead of measured again."""
+def settings_key(settings: BenchSettings, probe: dict[str, Any], feeds: dict[str, np.ndarray] | None = None) -> str:
+    """Same artifact + same key = the store's measurement can be reused instead of measured again.
+    The inputs timed are part of it: one ONNX file at two declared sizes is two measurements."""
     return cache_key({
+        "feeds": {k: [list(np.shape(v)), str(np.asarray(v).dtype),
+                      hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]]
+                  for k, v in sorted((feeds or {}).items())},
         "bench": settings.to_dict(),
         "arch": probe.get("arch"),
         "cpu": probe.get("cpu", {}).get("model"),
@@ -164,11 +171,11 @@ def profile(device: Device, variants: list[Variant], settings: BenchSettings, re
     if emulated(probe):
         events.note(f"{target} runs under emulation ({probe['emulation'].get('program')}): each variant runs "
                     f"{EMULATED_RUNS} times to check it works; its timings are not latency figures")
-    key = settings_key(settings, probe)
+    feeds, source = bench_feeds(ctx) if ctx is not None else ({}, "generated")
+    key = settings_key(settings, probe, feeds)
     present = probe.get("runtimes", {})
     out: dict[str, Measurement] = {}
     runnable = [v for v in variants if v.status == "ok"]
-    feeds, source = bench_feeds(ctx) if ctx is not None else ({}, "generated")
     inputs_remote = device.push_inputs(feeds) if feeds and runnable else None
     events.stage(f"bench on {target}", len(runnable))
     for v in runnable:
@@ -240,12 +247,14 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
     return {
         "id": row.variant.id, "recipe": row.variant.recipe, "format": row.variant.format,
         "precision": row.variant.precision, "size_bytes": row.variant.size_bytes, "sha256": row.variant.sha256,
-        "metrics": row.variant.metrics, "status": row.status, "reason": row.reason, "cached": cached,
+        "path": row.variant.path or None, "metrics": row.variant.metrics, "status": row.status, "reason": row.reason, "cached": cached,
         "measurement_reused": bool(m and m.reused),
         "latency": m.stats if m else None, "memory": m.memory if m else None, "cold": m.cold if m else None,
         "error": {"kind": m.error_kind, "message": m.error_message} if m and m.status != "ok" else None,
         "emulated": bool(m and m.emulated),
         "device_parity": m.parity if m else None,
+        "inputs": m.document.get("inputs") if m else None,
+        "inputs_source": m.document.get("inputs_source") if m else None,
     }
 
 

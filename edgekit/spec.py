@@ -412,8 +412,9 @@ def _input_item(model: _Table, i: int, item: Any) -> InputSpec:
     return _check_input(spec, lambda problem, fix: model.fail(key, problem, fix))
 
 
-def _graph_inputs(path: Path, model: _Table) -> tuple[InputSpec, ...]:
-    """A spec without `inputs` takes them from the ONNX graph, when every dimension is static."""
+def graph_inputs(path: Path, fail, flags: bool = False) -> tuple[InputSpec, ...]:
+    """A spec without `inputs` takes them from the ONNX graph, when every dimension is static.
+    `flags`: the fix is written as --input flags instead of TOML."""
     from .graph import describe_onnx
 
     io = describe_onnx(path)
@@ -422,13 +423,14 @@ def _graph_inputs(path: Path, model: _Table) -> tuple[InputSpec, ...]:
         dynamic = [(i, d) for i, d in enumerate(t.dims) if not isinstance(d, int)]
         if dynamic:
             i, d = dynamic[0]
-            shape = ", ".join(str(x) if isinstance(x, int) else x.upper() for x in t.dims)
-            raise model.fail("inputs", f"input {t.name!r} of {path.name} has dynamic dimension {i} ({d}), so its "
-                             f"size must be declared", f'add inputs = [{{ name = "{t.name}", shape = [{shape}], '
-                             f'dtype = "{t.dtype}" }}] with the size you run it at (edgekit inspect {path.name} '
-                             f'lists every input)')
+            dims = [str(x) if isinstance(x, int) else x.upper() for x in t.dims]
+            fix = (f"pass --input {t.name}:{'x'.join(dims)}:{t.dtype}" if flags else
+                   f'add inputs = [{{ name = "{t.name}", shape = [{", ".join(dims)}], dtype = "{t.dtype}" }}]')
+            raise fail(f"input {t.name!r} of {path.name} has dynamic dimension {i} ({d}), so its "
+                       f"size must be declared", f"{fix} with the size you run it at (edgekit inspect {path.name} "
+                       f"lists every input)")
         if t.dtype not in DTYPES:
-            raise model.fail("inputs", f"input {t.name!r} of {path.name} has type {t.dtype}, which edgekit cannot feed",
+            raise fail(f"input {t.name!r} of {path.name} has type {t.dtype}, which edgekit cannot feed",
                              f"use a model whose inputs are {', '.join(DTYPES)}")
         specs.append(InputSpec(t.name, tuple(t.dims), t.dtype))  # type: ignore[arg-type]
     return tuple(specs)
@@ -500,7 +502,7 @@ def load_model_spec(path: Path) -> ModelSpec:
     raw_inputs = model.data.get("inputs")
     onnx_file = resolved_path is not None and resolved_path.suffix == ".onnx"
     if raw_inputs is None and onnx_file:
-        inputs = _graph_inputs(resolved_path, model)
+        inputs = graph_inputs(resolved_path, lambda problem, fix: model.fail("inputs", problem, fix))
     else:
         if not isinstance(raw_inputs, list) or not raw_inputs:
             raise model.fail("inputs", "missing or empty",

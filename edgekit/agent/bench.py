@@ -15,7 +15,7 @@ from .latency import measure, measure_at_rate, warm_up
 from .sampler import Sampler, measure_idle, summary
 from .files import verified
 from .protocol import AgentError
-from .runners import first_batch, generated_inputs, load_npz, make_runner
+from .runners import call_feeds, first_batch, generated_inputs, load_npz, make_runner
 from .stats import summarize
 
 
@@ -177,7 +177,7 @@ def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs
         raise AgentError("bad_request", "inputs hold different batch counts: {}".format(sorted(count)))
     results: List[list] = []
     for i in range(count.pop()):
-        feeds = {k: v[i] for k, v in arrays.items()}
+        feeds = call_feeds(arrays, i)
         try:
             outs = runner.run(feeds)
         except Exception as exc:

@@ -275,5 +275,12 @@ def load_npz(path: str) -> Dict[str, object]:
 
 
 def first_batch(arrays: Dict[str, object]) -> Dict[str, object]:
-    """Inputs files hold batches stacked on a leading axis; benchmarks use the first."""
-    return {k: v[0] for k, v in arrays.items()}
+    """Inputs files hold calls stacked on a leading axis; benchmarks use the first."""
+    return call_feeds(arrays, 0)
+
+
+def call_feeds(arrays: Dict[str, object], i: int) -> Dict[str, object]:
+    """Call `i`'s feeds; a scalar input stays a 0-d array (runtimes refuse numpy scalars)."""
+    import numpy as np
+
+    return {k: np.asarray(v[i]) for k, v in arrays.items()}

@@ -25,6 +25,7 @@ class BuildContext:
     techniques: TechniqueSettings = field(default_factory=TechniqueSettings)
     training: Dataset | None = None
     metric: Callable[..., float] | None = None  # the spec's [data] metric, imported once
+    output_names: tuple[str, ...] = ()  # the original's output names where it has them (an ONNX graph)
 
     def compare(self, outputs: list[np.ndarray], reference: list[np.ndarray] | None = None,
                 data: Dataset | None = None) -> dict[str, Any]:
@@ -34,4 +35,5 @@ class BuildContext:
 
         data = data if data is not None else self.evaluation
         reference = reference if reference is not None else self.reference
-        return compare(outputs, reference, data.labels if data is not None else None, self.spec.task, self.metric)
+        return compare(outputs, reference, data.labels if data is not None else None, self.spec.task, self.metric,
+                       self.output_names)

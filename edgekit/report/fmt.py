@@ -51,11 +51,31 @@ def parity(doc: dict) -> str:
         return "-"
     if not doc.get("passed"):
         return "✗ " + "; ".join(doc.get("problems") or ["failed"])
-    agree, diff = doc.get("top1_agreement"), doc.get("max_abs_diff")
-    parts = [f"{agree * 100:.1f}%" if agree is not None else None, f"{diff:.2g}" if diff is not None else None]
+    agree, diff, cos = doc.get("top1_agreement"), doc.get("max_abs_diff"), doc.get("mean_cosine")
+    parts = [f"{agree * 100:.1f}%" if agree is not None else f"cos {cosine(cos)}" if cos is not None else None,
+             f"{diff:.2g}" if diff is not None else None]
     return "✓ " + " · ".join(p for p in parts if p)
 
 
 def fixed(value: float | None, digits: int) -> str:
     """Machine formats: a fixed number of decimals, empty when absent."""
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def cosine(value: float | None) -> str:
+    """Cosine similarity to the original: four decimals, since 0.99 and 0.9999 are far apart."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def inputs(document: dict) -> str:
+    """A bench document's inputs: `image [1,3,320,320] float32 from evaluation data`."""
+    fed = document.get("inputs") or []
+    if not isinstance(fed, list) or not fed:
+        return ""
+    parts = []
+    for i in fed[:6]:
+        if isinstance(i, dict):
+            shape = ",".join(str(d) for d in i.get("shape") or []) if i.get("shape") is not None else "?"
+            parts.append(f"{i.get('name', '?')} [{shape}] {i.get('dtype', '')}".rstrip())
+    source = document.get("inputs_source")
+    return ", ".join(parts) + (f" from {source}" if source else "")

@@ -38,17 +38,55 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     table = Table(title="Variants", title_justify="left")
     for col, justify in (("recipe", "left"), ("size", "right"),
                          ("accuracy %", "right"), ("drop pts", "right"), ("top-1 agree %", "right"),
-                         ("max |diff|", "right"), ("", "left")):
+                         ("cosine", "right"), ("max |diff|", "right"), ("", "left")):
         table.add_column(col, justify=justify)
+    outputs = 0
     for v, cached in variants:
         m = v.metrics
         if v.status != "ok":
-            table.add_row(v.recipe, "-", "-", "-", "-", "-",
+            table.add_row(v.recipe, "-", "-", "-", "-", "-", "-",
                           Text(f"failed: {v.error}", style="red"))
             continue
+        outputs = max(outputs, len(m.get("outputs") or []))
         table.add_row(v.recipe, fmt.size(v.size_bytes), _pct(m.get("accuracy")),
-                      _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")),
+                      _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")), fmt.cosine(m.get("mean_cosine")),
                       f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", _state(v, cached))
+    if outputs > 1:
+        table.caption = f"cosine and max |diff|: the worst of the model's {outputs} outputs"
+    return table
+
+
+def inputs_caption(selection: Selection) -> str | None:
+    """What the device timed: the shapes each variant was fed and where they came from."""
+    seen = []
+    for r in selection.rows:
+        m = r.measurement
+        if m is None or m.status != "ok":
+            continue
+        text = fmt.inputs(m.document)
+        if text and text not in seen:
+            seen.append(text)
+    return "timed on " + "; ".join(seen) if seen else None
+
+
+def graph_table(io, name: str) -> Table:
+    """`edgekit inspect`: inputs and outputs of an ONNX graph; named dims are the ones to declare."""
+    table = Table(title=f"{name}: opset {io.opset or '?'}" + (f", made by {io.producer}" if io.producer else ""),
+                  title_justify="left")
+    for col in ("", "name", "shape", "dtype"):
+        table.add_column(col)
+    for kind, tensors in (("input", io.inputs), ("output", io.outputs)):
+        for t in tensors:
+            shape = Text("[")
+            for i, d in enumerate(t.dims):
+                shape.append(("" if i == 0 else ", "))
+                shape.append(str(d), style="bold yellow" if isinstance(d, str) else "")
+            shape.append("]")
+            table.add_row(kind, t.name, shape, t.dtype)
+    dynamic = sorted({d for t in io.inputs for d in t.dynamic})
+    if dynamic:
+        table.caption = Text(f"dynamic: {', '.join(dynamic)} - declare a size for each in [model] inputs "
+                             f"(or --input NAME:1x3x320x320)")
     return table
 
 
@@ -77,6 +115,8 @@ def selection_table(selection: Selection, target: str) -> Table:
         table.add_row(Text(mark, style=style), v.recipe, fmt.size(v.size_bytes),
                       _pct(v.metrics.get("accuracy")), _pct(v.metrics.get("accuracy_drop")),
                       *timing, *[parity_text(m.parity if m else {})] * with_parity, decision)
+    caption = inputs_caption(selection)
+    table.caption = Text(caption) if caption else None
     return table
 
 

@@ -136,7 +136,7 @@ def test_run_returns_the_models_outputs(agent, built, tmp_path):
                    "--outputs", str(tmp_path / "out.npz"))
     assert rc == 0 and doc["batches"] == 10
     out = np.load(tmp_path / "out.npz")["output_0"].reshape(10, -1)
-    assert np.abs(out - ctx.reference[:10]).max() < 1e-4
+    assert np.abs(out - ctx.reference[0][:10].reshape(10, -1)).max() < 1e-4
 
 
 @pytest.mark.parametrize("case, kind", [

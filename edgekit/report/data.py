@@ -18,6 +18,7 @@ from ..errors import SpecError, UsageError
 from ..results import ResultsStore
 from ..select import Selection, choose_named, select
 from ..spec import Measurement, SelectSettings, Variant, emulated, load_profile
+from . import fmt
 
 
 @dataclass
@@ -104,6 +105,15 @@ class VariantRow:
         return _number(self.variant.metrics.get("accuracy_drop"))
 
     @property
+    def cosine(self) -> float | None:
+        return _number(self.variant.metrics.get("mean_cosine"))
+
+    @property
+    def inputs(self) -> str:
+        """What the device timed: shapes and where they came from (`fmt.inputs`)."""
+        return fmt.inputs(self.measurement.document) if self.ok else ""
+
+    @property
     def runtime(self) -> dict[str, Any]:
         rt = self.measurement.document.get("runtime") if self.measurement else None
         return rt if isinstance(rt, dict) else {}
@@ -129,6 +139,10 @@ class TargetReport:
     @property
     def chosen(self) -> VariantRow | None:
         return next((r for r in self.rows if r.status == "chosen"), None)
+
+    @property
+    def fidelity(self) -> FidelityAxis:
+        return fidelity_axis(self.constraints, self.rows)
 
     @property
     def emulated(self) -> bool:
@@ -158,14 +172,46 @@ def _first_number(doc: dict[str, Any], keys: tuple[str, ...]) -> float | None:
     return None
 
 
-def pareto_front(rows: list[VariantRow]) -> list[VariantRow]:
-    """Measured rows no other row beats on both p90 latency and accuracy (lower drop)."""
-    points = [r for r in rows if r.stat("p90_ms") is not None and r.accuracy is not None]
+@dataclass(frozen=True)
+class FidelityAxis:
+    """The fidelity figure a run was judged by, as a plot axis: higher is better on every axis."""
+
+    key: str
+    label: str
+    scale: float = 1.0  # shown value = figure * scale
+    y_max: float | None = None
+
+    def value(self, row: VariantRow) -> float | None:
+        figure = _number(row.variant.metrics.get(self.key))
+        return None if figure is None else figure * self.scale
+
+
+def fidelity_axis(constraints: dict[str, float], rows: list[VariantRow]) -> FidelityAxis:
+    """The profile's own fidelity constraint picks the axis: a user metric, cosine, top-1
+    agreement, or label accuracy; `max_accuracy_drop` on outputs without classes is judged by
+    cosine (see `select.fidelity_violations`), so it is drawn by cosine too."""
+    has = lambda key: any(_number(r.variant.metrics.get(key)) is not None for r in rows)  # noqa: E731
+    if "max_metric_drop" in constraints and has("metric"):
+        name = next((r.variant.metrics.get("metric_name") for r in rows if r.variant.metrics.get("metric_name")), "metric")
+        return FidelityAxis("metric", f"{name} (user metric)")
+    if "min_cosine" in constraints and has("mean_cosine"):
+        return FidelityAxis("mean_cosine", "cosine to the original (worst output)", y_max=1.0)
+    if "min_top1_agreement" in constraints and has("top1_agreement"):
+        return FidelityAxis("top1_agreement", "top-1 agreement (%)", 100.0, 100.0)
+    if has("accuracy"):
+        return FidelityAxis("accuracy", "accuracy (%)", 100.0, 100.0)
+    return FidelityAxis("mean_cosine", "cosine to the original (worst output)", y_max=1.0)
+
+
+def pareto_front(rows: list[VariantRow], axis: FidelityAxis | None = None) -> list[VariantRow]:
+    """Measured rows no other row beats on both p90 latency and the run's fidelity figure."""
+    axis = axis or FidelityAxis("accuracy", "accuracy (%)", 100.0, 100.0)
+    points = [r for r in rows if r.stat("p90_ms") is not None and axis.value(r) is not None]
     front = []
     for r in points:
-        lat, acc = r.stat("p90_ms"), r.accuracy
-        dominated = any(o.stat("p90_ms") <= lat and o.accuracy >= acc and (o.stat("p90_ms") < lat or o.accuracy > acc)
-                        for o in points if o is not r)
+        lat, acc = r.stat("p90_ms"), axis.value(r)
+        dominated = any(o.stat("p90_ms") <= lat and axis.value(o) >= acc
+                        and (o.stat("p90_ms") < lat or axis.value(o) > acc) for o in points if o is not r)
         if not dominated:
             front.append(r)
     return sorted(front, key=lambda r: r.stat("p90_ms"))
@@ -242,7 +288,7 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
     _apply_named_deployment(store, selection, run_id, target)
     rows = [VariantRow(target, run_id, r.variant, r.measurement, r.status, r.reason, created.get(r.variant.id))
             for r in selection.rows]
-    for r in pareto_front(rows):
+    for r in pareto_front(rows, fidelity_axis(dict(settings.constraints), rows)):
         r.pareto = True
     probe_row = next(store.rows("SELECT document FROM probes WHERE run_id=? AND target=?", run_id, target), None)
     return TargetReport(target=target, run_id=run_id, model=run["model"], profile=run["profile"],

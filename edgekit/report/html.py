@@ -53,6 +53,12 @@ def _parity_cell(parity: dict[str, Any]) -> str:
     return f'<td class="parity {verdict}" data-parity="{verdict}" title="{escape(tip)}">{escape(fmt.parity(parity))}</td>'
 
 
+def _outputs_tip(metrics: dict[str, Any]) -> str:
+    """Every output's figures, for the cell's tooltip."""
+    return "; ".join(f"{o.get('name')} {o.get('shape')}: cos {fmt.cosine(o.get('mean_cosine'))}, max |diff| "
+                     f"{o.get('max_abs_diff', 0):.3g}" for o in metrics.get("outputs") or [] if isinstance(o, dict))
+
+
 def _variant_rows(t: TargetReport) -> str:
     out = []
     for r in t.rows:
@@ -74,25 +80,27 @@ def _variant_rows(t: TargetReport) -> str:
             + _num("energy_mj", r.energy_mj, fmt.mj(r.energy_mj), r.power_note)
             + _num("accuracy", r.accuracy, fmt.pct(r.accuracy))
             + _num("accuracy_drop", r.accuracy_drop, fmt.pct(r.accuracy_drop))
+            + _num("mean_cosine", r.cosine, fmt.cosine(r.cosine), _outputs_tip(r.variant.metrics))
             + _parity_cell(r.parity)
             + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}</td>'
             "</tr>")
     head = ("recipe", "format", "precision", "size", "p50 ms", "median 95% CI", "p90 ms", "p99 ms", "n",
-            "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "device vs host: top-1 · max |Δ|", "decision")
+            "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "cosine (worst output)", "device vs host: top-1 or cos · max |Δ|",
+            "decision")
     return (f'<div class="scroll"><table class="variants" data-target="{escape(t.target)}" data-run="{t.run_id}"><thead><tr>'
             + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>" + "".join(out) + "</tbody></table></div>")
 
 
 def _plots(t: TargetReport) -> str:
-    points = [svg.Point(r.stat("p90_ms"), r.accuracy * 100, r.variant.recipe, r.status == "chosen", r.pareto)
-              for r in t.rows if r.stat("p90_ms") is not None and r.accuracy is not None]
+    axis = t.fidelity
+    points = [svg.Point(r.stat("p90_ms"), axis.value(r), r.variant.recipe, r.status == "chosen", r.pareto)
+              for r in t.rows if r.stat("p90_ms") is not None and axis.value(r) is not None]
+    title = f"{t.target}: p90 latency vs {axis.label.split(' (')[0]}"
     if points:
-        pareto = svg.scatter("pareto", f"{t.target}: p90 latency vs accuracy", points, "p90 latency (ms)",
-                             "accuracy (%)", y_max=100.0)
+        pareto = svg.scatter("pareto", title, points, "p90 latency (ms)", axis.label, y_max=axis.y_max)
     else:
-        pareto = svg.empty("pareto", f"{t.target}: p90 latency vs accuracy",
-                           "emulated: not a latency figure" if t.emulated
-                           else "no accuracy figures (add [data] evaluation to the model spec)")
+        pareto = svg.empty("pareto", title, "emulated: not a latency figure" if t.emulated
+                           else "no fidelity figures (add [data] evaluation to the model spec)")
     measured = [r for r in t.rows if r.timed]  # emulated timings are not drawn as latency
     energy_bars = [svg.Bar(r.variant.recipe, r.energy_mj, highlight=r.status == "chosen", note=r.power_note)
                    for r in measured]
@@ -190,6 +198,9 @@ def _target_section(t: TargetReport) -> str:
                   else '<b class="status-rejected">none: emulated: not a latency figure</b>' if t.emulated
                   else '<b class="status-rejected">none meets the profile</b>'))
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in t.notes + emulation_notes(t))
+    timed = sorted({r.inputs for r in t.rows if r.inputs})
+    if timed:
+        notes += '<p class="inputs muted">timed on ' + escape("; ".join(timed)) + "</p>"
     per_variant = "".join(f"<h3>{escape(r.variant.recipe)} <code>{escape(r.variant.id)}</code></h3>"
                           + _facts(_measurement_facts(r)) for r in t.rows)
     return (f'<section class="target" id="target-{escape(t.target)}" data-target="{escape(t.target)}">'

@@ -99,10 +99,28 @@ def _svg(kind: str, title: str, body: str, width: int = WIDTH, height: int = HEI
             f'<text class="title" x="{MARGIN[3]}" y="22">{escape(title)}</text>{body}</svg>')
 
 
+EMPTY_LINE_CHARS = 64  # what fits across a plot at the empty message's font size
+
+
+def wrap(message: str, width: int = EMPTY_LINE_CHARS) -> list[str]:
+    """Words into lines of at most `width` characters (a longer word stands alone)."""
+    lines: list[str] = []
+    for word in message.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def empty(kind: str, title: str, message: str) -> str:
-    """A plot that has nothing to show says why, in the space where it would have been."""
-    return _svg(kind, title, f'<text class="empty" x="{WIDTH / 2}" y="70" text-anchor="middle">'
-                             f'{escape(message)}</text>', height=120)
+    """A plot that has nothing to show says why, in the space where it would have been, wrapped
+    onto as many lines as it needs rather than clipped at the edge."""
+    lines = wrap(message)
+    spans = "".join(f'<tspan x="{WIDTH / 2}" dy="{0 if i == 0 else 16}">{escape(line)}</tspan>'
+                    for i, line in enumerate(lines))
+    return _svg(kind, title, f'<text class="empty" x="{WIDTH / 2}" y="70" text-anchor="middle">{spans}</text>',
+                height=100 + 16 * len(lines))
 
 
 def _padded(lo: float, hi: float, pad: float = 0.08) -> tuple[float, float]:

@@ -198,9 +198,10 @@ def profile(device: Device, variants: list[Variant], settings: BenchSettings, re
                 if ctx is not None and settings.parity_samples > 0:
                     try:
                         doc["parity"] = device_parity(ctx, device, v, remote, settings.parity_samples)
-                    except DeviceError as exc:  # it ran in the benchmark but not on real inputs: keep both facts
+                    except (DeviceError, ModelError) as exc:  # it ran in the benchmark but not on real inputs
+                        kind = getattr(exc, "kind", "bad_output")
                         doc["parity"] = {"passed": False, "samples": 0,
-                                         "problems": [f"could not run evaluation samples ({exc.kind}): {exc}"]}
+                                         "problems": [f"could not run evaluation samples ({kind}): {exc}"]}
                 m = Measurement(target=target, variant_id=v.id, sha256=v.sha256, status="ok",
                                 stats=doc["latency"], memory=doc["memory"], cold=doc["cold"],
                                 settings_key=key, document=doc)

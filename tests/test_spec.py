@@ -1,5 +1,6 @@
 """Every bad field names the file, the key and the fix."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,55 @@ def test_ssh_target_needs_host(workdir):
     (workdir / "targets" / "pi.toml").write_text('user = "pi"\n')
     with pytest.raises(SpecError, match=r"pi.toml: host: missing"):
         load_target("pi")
+
+
+def _spec(tmp_path, inputs: str, extra: str = ""):
+    from edgekit.spec import load_model_spec
+
+    (tmp_path / "m.pt").write_bytes(b"x")
+    (tmp_path / "edgekit.toml").write_text(f'[model]\nname = "m"\npath = "m.pt"\ninputs = [{inputs}]\n{extra}')
+    return load_model_spec(tmp_path / "edgekit.toml")
+
+
+def test_scalar_batch_axis_and_values(tmp_path):
+    spec = _spec(tmp_path, '{ name = "x", shape = [1, 512] }, { name = "sr", shape = [], dtype = "int64", '
+                           'values = [16000] }, { name = "state", shape = [2, 1, 64], batch_axis = 1 }')
+    x, sr, state = spec.inputs
+    assert sr.scalar and sr.values == (16000,) and sr.batch is None
+    assert state.batch_axis == 1 and state.sample_shape == (2, 64) and spec.batch_size == 1
+    assert state.to_dict() == {"name": "state", "shape": [2, 1, 64], "dtype": "float32", "batch_axis": 1}
+
+
+@pytest.mark.parametrize("item, message", [
+    ('{ name = "x", shape = [1, 3], dype = "int64" }', "inputs[0].dype: unknown key"),
+    ('{ name = "x", shape = [1, 3], batch_axis = 2 }', "batch_axis 2 is outside the shape"),
+    ('{ name = "x", shape = [1, 3], values = [1] }', "values is for integer and bool inputs"),
+    ('{ name = "x", shape = [1, 0] }', "must be positive integers"),
+    ('{ name = "x", shape = [1, 3], dtype = "complex64" }', "dtype 'complex64' is not supported"),
+])
+def test_bad_input_items_are_one_line_errors(tmp_path, item, message):
+    from edgekit.errors import SpecError
+
+    with pytest.raises(SpecError, match=re.escape(message)):
+        _spec(tmp_path, item)
+
+
+def test_task_and_metric_keys(tmp_path):
+    from edgekit.errors import SpecError
+
+    spec = _spec(tmp_path, '{ name = "x", shape = [1, 3] }', 'task = "classification"\n[data]\nmetric = "m:f"\n')
+    assert spec.task == "classification" and spec.metric == "m:f"
+    with pytest.raises(SpecError, match="task: 'detection' is not known"):
+        _spec(tmp_path, '{ name = "x", shape = [1, 3] }', 'task = "detection"\n')
+
+
+def test_nonfinite_numbers_are_refused(tmp_path, monkeypatch):
+    from edgekit.errors import SpecError
+    from edgekit.spec import load_profile
+
+    (tmp_path / "p.toml").write_text('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nwarmup_s = nan\n')
+    with pytest.raises(SpecError, match="finite number"):
+        load_profile(str(tmp_path / "p.toml"))
+    (tmp_path / "p.toml").write_text('[build]\nrecipes = ["onnx:fp32"]\n[select]\nconstraints = { min_cosine = 1.5 }\n')
+    with pytest.raises(SpecError, match="min_cosine: expected 0..1"):
+        load_profile(str(tmp_path / "p.toml"))

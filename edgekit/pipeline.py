@@ -20,7 +20,7 @@ import numpy as np
 from .compress import build_variant
 from .compress.context import BuildContext
 from .compress.parity import compare, onnx_outputs
-from .compress.runtimes import outputs as artifact_outputs
+from .compress.runtimes import first_output_samples, outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, connect, holder_name
 from .errors import DeviceError, EdgekitError, SelectionError
@@ -68,7 +68,7 @@ def prepare(spec: ModelSpec) -> BuildContext:
     else:
         assert spec.path is not None
         digest = file_sha256(spec.path)
-        reference = onnx_outputs(spec.path, evaluation, spec) if evaluation else None
+        reference = first_output_samples(onnx_outputs(spec.path, evaluation, spec)) if evaluation else None
     return BuildContext(spec, model, digest, calibration, evaluation, reference)
 
 
@@ -275,8 +275,9 @@ def device_parity(ctx: BuildContext, device: Device, variant: Variant, remote: s
     elif ctx.model is not None:
         reference = reference_outputs(ctx.model, data, ctx.spec)
     else:
-        reference = onnx_outputs(ctx.spec.path, data, ctx.spec)
-    on_host = compare(artifact_outputs(variant.format, Path(variant.path), data, ctx.spec), reference, data.labels)
+        reference = first_output_samples(onnx_outputs(ctx.spec.path, data, ctx.spec))
+    on_host = compare(first_output_samples(artifact_outputs(variant.format, Path(variant.path), data, ctx.spec)),
+                      reference, data.labels)
     on_device = compare(device.run(variant, remote, feeds), reference, data.labels)
     allowed_diff = max(2 * on_host["max_abs_diff"], 1e-4)
     allowed_mean = max(1.5 * on_host["mean_abs_diff"], 1e-5)

@@ -20,7 +20,7 @@ from .context import BuildContext
 from .isa import int8_types
 from .parity import compare
 from .registry import Recipe, parse_recipe
-from .runtimes import node_count, outputs
+from .runtimes import first_output_samples, node_count, outputs
 from .store import ArtifactStore, cache_key, file_sha256
 from .techniques import artifact_report, cache_parts as technique_cache_parts, transformed_context
 
@@ -142,7 +142,8 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
         if isinstance(merging, dict):
             merging["artifact_nodes"] = node_count(recipe.format, artifact)
         if ctx.evaluation is not None and ctx.reference is not None:
-            variant.metrics = compare(outputs(recipe.format, artifact, ctx.evaluation, ctx.spec), ctx.reference,
+            variant.metrics = compare(first_output_samples(outputs(recipe.format, artifact, ctx.evaluation, ctx.spec)),
+                                      ctx.reference,
                                       ctx.evaluation.labels)
             variant.metrics["parity_runtime"] = recipe.runtime
     except ImportError as exc:

@@ -19,13 +19,13 @@ from .context import BuildContext
 from .onnx import COMPUTE_OPS, preprocess, quantize, static_settings
 from .parity import compare
 from .registry import Recipe
-from .runtimes import outputs
+from .runtimes import first_output_samples, outputs
 
 DEFAULT_BUDGET = 0.01
 
 
 def _score(path: Path, ctx: BuildContext) -> dict[str, Any]:
-    m = compare(outputs("onnx", path, ctx.evaluation, ctx.spec), ctx.reference, ctx.evaluation.labels)
+    m = compare(first_output_samples(outputs("onnx", path, ctx.evaluation, ctx.spec)), ctx.reference, ctx.evaluation.labels)
     return {"accuracy_drop": m.get("accuracy_drop", 0.0), "mean_abs_diff": m["mean_abs_diff"],
             "mean_cosine": m["mean_cosine"]}
 

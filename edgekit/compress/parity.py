@@ -7,18 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Dataset, batches
+from ..model import Dataset
 from ..spec import ModelSpec
+from .runtimes import outputs
 
 
-def onnx_outputs(path: Path, data: Dataset, spec: ModelSpec) -> np.ndarray:
-    """The artifact's first output on every evaluation batch, run with ONNX Runtime on the host."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, feeds)[0] for feeds in batches(data, spec)])
+def onnx_outputs(path: Path, data: Dataset, spec: ModelSpec) -> list[np.ndarray]:
+    """Every output of an ONNX model on the evaluation batches, run with ONNX Runtime on the host
+    ([calls, *per-call shape] each, as `runtimes.outputs` returns them)."""
+    return outputs("onnx", path, data, spec)
 
 
 def compare(outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:

@@ -16,27 +16,64 @@ from ..model import Dataset, batches
 from ..spec import ModelSpec
 
 
-def outputs(fmt: str, path: Path, data: Dataset, spec: ModelSpec) -> np.ndarray:
-    """The artifact's first output on every evaluation batch, as float32."""
+def outputs(fmt: str, path: Path, data: Dataset, spec: ModelSpec) -> list[np.ndarray]:
+    """Every output of the artifact, in its output order, each stacked over the calls of
+    `batches(data, spec)`: shape [calls, *per-call shape]. Floating outputs come back as float32
+    (quantized TFLite outputs dequantized); integer and bool outputs keep their dtype, so a
+    class index or a mask is compared as what it is."""
     run = {"onnx": _onnx, "tflite": _tflite, "torchscript": _torchscript, "executorch": _executorch}.get(fmt)
     if run is None:
         raise CompressError(f"no host runtime for format {fmt!r}")
-    return np.concatenate([np.asarray(o, dtype=np.float32) for o in run(path, list(batches(data, spec)), spec)])
+    names: list[str] = []
+    return stack_calls(list(run(path, list(batches(data, spec)), spec, names)), names)
 
 
-def _onnx(path: Path, feeds: list[dict], spec: ModelSpec):
+def stack_calls(calls: list[list[np.ndarray]], names: list[str] | None = None) -> list[np.ndarray]:
+    """Per-call output lists -> one array per output. A model whose output count or shape changes
+    between calls of the same input shape cannot be compared sample by sample: say which."""
+    if not calls:
+        return []
+    count = len(calls[0])
+    if any(len(c) != count for c in calls):
+        raise CompressError(f"the artifact returned {sorted({len(c) for c in calls})} outputs on different calls")
+    stacked = []
+    for j in range(count):
+        arrays = [_as_output(c[j]) for c in calls]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            label = f"output {j}" + (f" ({names[j]})" if names and j < len(names) else "")
+            raise CompressError(f"{label} changes shape between calls ({', '.join(map(str, sorted(shapes)))}): "
+                                f"parity needs one shape per output; give every batch the same input shapes")
+        stacked.append(np.stack(arrays))
+    return stacked
+
+
+def _as_output(value) -> np.ndarray:
+    a = np.asarray(value)
+    return a.astype(np.float32) if a.dtype.kind == "f" else a
+
+
+def first_output_samples(outs: list[np.ndarray]) -> np.ndarray:
+    """The first output with calls and batch merged ([samples, ...]): what `compare` takes until it
+    compares every output."""
+    first = outs[0]
+    return first.reshape(-1, *first.shape[2:])
+
+
+def _onnx(path: Path, feeds: list[dict], spec: ModelSpec, names: list[str]):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     types = {i.name: i.type for i in session.get_inputs()}
+    names.extend(o.name for o in session.get_outputs())
     for f in feeds:
         cast = {k: v.astype(np.float16) if types.get(k) == "tensor(float16)" else v for k, v in f.items()}
-        yield session.run(None, cast)[0]
+        yield session.run(None, cast)
 
 
-def _tflite(path: Path, feeds: list[dict], spec: ModelSpec):
+def _tflite(path: Path, feeds: list[dict], spec: ModelSpec, names: list[str]):
     """LiteRT interpreter; int8/uint8 inputs are quantized with the tensor's own scale/zero point."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -48,7 +85,7 @@ def _tflite(path: Path, feeds: list[dict], spec: ModelSpec):
         for detail, name in zip(ins, order):
             interp.set_tensor(detail["index"], quantize_array(f[name], detail))
         interp.invoke()
-        yield dequantize_array(interp.get_tensor(outs[0]["index"]), outs[0])
+        yield [dequantize_array(interp.get_tensor(d["index"]), d) for d in outs]
 
 
 def _tflite_input_order(details: list[dict], spec: ModelSpec) -> list[str]:
@@ -73,27 +110,27 @@ def dequantize_array(y: np.ndarray, detail: dict) -> np.ndarray:
         scale, zero = detail["quantization"]
         if scale:
             return (y.astype(np.float32) - zero) * scale
-    return y.astype(np.float32)
+    return y
 
 
-def _torchscript(path: Path, feeds: list[dict], spec: ModelSpec):
+def _torchscript(path: Path, feeds: list[dict], spec: ModelSpec, names: list[str]):
     import torch
 
     model = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         for f in feeds:
             out = model(*[torch.from_numpy(np.ascontiguousarray(f[i.name])) for i in spec.inputs])
-            yield (out[0] if isinstance(out, (tuple, list)) else out).numpy()
+            yield [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
 
 
-def _executorch(path: Path, feeds: list[dict], spec: ModelSpec):
+def _executorch(path: Path, feeds: list[dict], spec: ModelSpec, names: list[str]):
     import torch
     from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
     for f in feeds:
         out = method.execute([torch.from_numpy(np.ascontiguousarray(f[i.name])) for i in spec.inputs])
-        yield out[0].numpy()
+        yield [o.numpy() for o in out]
 
 
 def node_count(fmt: str, path: Path) -> int | None:

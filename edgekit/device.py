@@ -232,8 +232,9 @@ class Device:
             extras += ["--rate-hz", str(settings.rate_hz)]
         return extras
 
-    def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
-        """The artifact's first output for each batch, computed on the device."""
+    def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Every output of the artifact, computed on the device: [calls, *per-call shape] each, as
+        `compress.runtimes.outputs` gives them on the host."""
         stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
         tag = f"{os.getpid()}-{variant.sha256[:12]}"
         remote_in = remote_path(self.target.workdir, "tmp", f"in-{tag}.npz")
@@ -247,8 +248,7 @@ class Device:
                 "--inputs", remote_in, "--outputs", remote_out, timeout=600))
             self.transport.get(remote_out, str(local_out))
             with np.load(local_out) as out:
-                first = out["output_0"]
-        return first.reshape(-1, *first.shape[2:])
+                return [out[f"output_{j}"] for j in range(len(out.files))]
 
     def install(self, variant: Variant, remote: str) -> dict[str, Any]:
         meta = json.dumps({"recipe": variant.recipe, "format": variant.format, "precision": variant.precision,

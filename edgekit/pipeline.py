@@ -278,7 +278,7 @@ def device_parity(ctx: BuildContext, device: Device, variant: Variant, remote: s
         reference = first_output_samples(onnx_outputs(ctx.spec.path, data, ctx.spec))
     on_host = compare(first_output_samples(artifact_outputs(variant.format, Path(variant.path), data, ctx.spec)),
                       reference, data.labels)
-    on_device = compare(device.run(variant, remote, feeds), reference, data.labels)
+    on_device = compare(first_output_samples(device.run(variant, remote, feeds)), reference, data.labels)
     allowed_diff = max(2 * on_host["max_abs_diff"], 1e-4)
     allowed_mean = max(1.5 * on_host["mean_abs_diff"], 1e-5)
     problems = []

@@ -166,6 +166,21 @@ def test_tflite_inputs_go_by_converter_mangled_name_then_position(tmp_path):
     assert runner.output_names() == ["difference", "total"]
 
 
+def test_tflite_dynamic_batch_is_resized_to_the_feeds(tmp_path):
+    import tflite_models
+
+    from edgekit.agent.runners import make_runner
+
+    path = tflite_models.sub_and_add(tmp_path / "dyn.tflite", ("a", "b"), dynamic=True)
+    runner = make_runner("tflite")
+    runner.load(str(path), 1)
+    assert runner.input_specs()[0]["shape"] == [1, 4]
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    diff, total = runner.run({"a": a, "b": np.ones_like(a)})
+    assert diff.shape == total.shape == (3, 4) and np.array_equal(diff, a - 1)
+    assert np.array_equal(runner.run({"a": a[:1], "b": a[:1]})[1], 2 * a[:1])  # and back
+
+
 # ----------------------------------------------------------------------------- every format, every output
 
 
@@ -244,8 +259,9 @@ def test_the_agent_benches_and_runs_executorch_on_local_with_the_hosts_outputs(b
     assert np.array_equal(on_device[0], host[0])
 
 
-def test_bench_of_an_artifact_without_input_shapes_names_the_fix_and_runs_with_inputs(tmp_path):
-    """A TorchScript file saved without edgekit's input record: bench needs the host's --inputs."""
+def test_the_agent_runs_a_nested_output_torchscript_and_returns_every_output(tmp_path):
+    """A TorchScript file without edgekit's input record, fed by position; its tuple outputs all
+    come back from the agent's `run`, in order, the int64 one as int64."""
     import json
     import subprocess
     import sys
@@ -256,25 +272,18 @@ def test_bench_of_an_artifact_without_input_shapes_names_the_fix_and_runs_with_i
 
     agent = write_agent(tmp_path / "edgekit-agent.pyz")
     path = tmp_path / "bare.pt"
-    torch.jit.save(torch.jit.trace(three_outputs(), torch.zeros(2, 6)), str(path))
-
-    def call(*args):
-        proc = subprocess.run([sys.executable, str(agent), *args], capture_output=True, text=True, timeout=300)
-        return proc.returncode, json.loads(proc.stdout)
-
-    common = ["--artifact", str(path), "--runtime", "torch", "--warmup-s", "0.01", "--min-runs", "5",
-              "--min-s", "0.01", "--idle-s", "0", "--power", "off"]
-    rc, doc = call("bench", *common)
-    assert rc == 3 and doc["error"]["kind"] == "bad_request"
-    assert "the host passes --inputs; run the agent with --inputs FILE.npz" in doc["error"]["message"]
+    model = three_outputs()
+    torch.jit.save(torch.jit.trace(model, torch.zeros(2, 6)), str(path))
     x = np.random.default_rng(2).standard_normal((3, 2, 6)).astype(np.float32)
-    np.savez(tmp_path / "in.npz", x=x)
-    rc, doc = call("bench", *common, "--inputs", str(tmp_path / "in.npz"))
-    assert rc == 0, doc
-    assert doc["inputs"] == [{"name": "x", "shape": [2, 6], "dtype": "float32"}]  # what it ran on
-    rc, doc = call("run", "--artifact", str(path), "--runtime", "torch", "--inputs", str(tmp_path / "in.npz"),
-                   "--outputs", str(tmp_path / "out.npz"))
-    assert rc == 0 and doc["batches"] == 3
+    np.savez(tmp_path / "in.npz", data=x)  # not forward's argument name
+    proc = subprocess.run([sys.executable, str(agent), "run", "--artifact", str(path), "--runtime", "torch",
+                           "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["batches"] == 3, proc.stdout + proc.stderr
     with np.load(tmp_path / "out.npz") as out:
         assert sorted(out.files) == ["output_0", "output_1", "output_2"]
-        assert out["output_0"].shape == (3, 2, 4) and out["output_2"].dtype == np.int64
+        with torch.no_grad():
+            want = [model(torch.from_numpy(b)) for b in x]
+        for j in range(3):
+            assert np.array_equal(out[f"output_{j}"], np.stack([w[j].numpy() for w in want]))
+        assert out["output_2"].dtype == np.int64

@@ -62,15 +62,18 @@ def fully_connected(path: Path, w: np.ndarray, b: np.ndarray, quant: dict | None
     return path
 
 
-def sub_and_add(path: Path, names: tuple[str, str], n: int = 4) -> Path:
+def sub_and_add(path: Path, names: tuple[str, str], n: int = 4, dynamic: bool = False) -> Path:
     """Two inputs, two outputs: out0 = in0 - in1 (SUB: the order matters), out1 = in0 + in1.
-    `names` are the input tensors' names, e.g. a converter's "serving_default_b:0"."""
+    `names` are the input tensors' names, e.g. a converter's "serving_default_b:0"; `dynamic`
+    makes the batch dimension dynamic (shape signature -1), as converters write it."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as s
 
     def tensor(name, buffer):
         t = s.TensorT()
         t.name, t.shape, t.type, t.buffer = name.encode(), [1, n], s.TensorType.FLOAT32, buffer
+        if dynamic:
+            t.shapeSignature = [-1, n]
         return t
 
     tensors = [tensor(names[0], 1), tensor(names[1], 2), tensor("difference", 3), tensor("total", 4)]

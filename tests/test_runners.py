@@ -112,11 +112,13 @@ def test_agent_benches_and_runs_torchscript(agent, tmp_path):
 def test_torchscript_without_recorded_shapes_needs_inputs(agent, tmp_path):
     path = _torchscript(tmp_path / "m.pt", with_spec=False)
     rc, doc = call(agent, "bench", "--artifact", str(path), "--runtime", "torch", "--power", "off")
-    assert rc != 0 and doc["error"]["kind"] == "bad_request" and "--inputs" in doc["error"]["message"]
+    assert rc != 0 and doc["error"]["kind"] == "bad_request"
+    assert "the host passes --inputs; run the agent with --inputs FILE.npz" in doc["error"]["message"]
     np.savez(tmp_path / "in.npz", input=X[None])
     rc, doc = call(agent, "bench", "--artifact", str(path), "--runtime", "torch", "--inputs", str(tmp_path / "in.npz"),
                    "--warmup-s", "0.02", "--min-runs", "10", "--min-s", "0.02", "--idle-s", "0", "--power", "off")
     assert rc == 0, doc
+    assert doc["inputs"] == [{"name": "input", "shape": [1, 16], "dtype": "float32"}]  # what it ran on
 
 
 def test_onnxruntime_providers(built):

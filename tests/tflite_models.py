@@ -60,3 +60,42 @@ def fully_connected(path: Path, w: np.ndarray, b: np.ndarray, quant: dict | None
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
     return path
+
+
+def sub_and_add(path: Path, names: tuple[str, str], n: int = 4, dynamic: bool = False) -> Path:
+    """Two inputs, two outputs: out0 = in0 - in1 (SUB: the order matters), out1 = in0 + in1.
+    `names` are the input tensors' names, e.g. a converter's "serving_default_b:0"; `dynamic`
+    makes the batch dimension dynamic (shape signature -1), as converters write it."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    def tensor(name, buffer):
+        t = s.TensorT()
+        t.name, t.shape, t.type, t.buffer = name.encode(), [1, n], s.TensorType.FLOAT32, buffer
+        if dynamic:
+            t.shapeSignature = [-1, n]
+        return t
+
+    tensors = [tensor(names[0], 1), tensor(names[1], 2), tensor("difference", 3), tensor("total", 4)]
+    buffers = [s.BufferT() for _ in range(5)]
+    ops, codes = [], []
+    for i, (code_id, out, options_type, options) in enumerate((
+            (s.BuiltinOperator.SUB, 2, s.BuiltinOptions.SubOptions, s.SubOptionsT()),
+            (s.BuiltinOperator.ADD, 3, s.BuiltinOptions.AddOptions, s.AddOptionsT()))):
+        op = s.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = i, [0, 1], [out]
+        op.builtinOptionsType, op.builtinOptions = options_type, options
+        ops.append(op)
+        code = s.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = code_id
+        code.version = 1
+        codes.append(code)
+    graph = s.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators, graph.name = tensors, [0, 1], [2, 3], ops, b"main"
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, codes, [graph], buffers
+    model.description = b"edgekit test model"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path

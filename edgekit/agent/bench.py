@@ -39,6 +39,11 @@ def _timed(runner, feeds) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def _described(feeds: Dict[str, object]) -> List[dict]:
+    """The inputs a benchmark really ran on: the file's, whatever the artifact records."""
+    return [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()]
+
+
 def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[str], warmup_s: float,
           min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000, root: str = "/",
           power: str = "auto", power_interval_s: float = 0.05, idle_s: float = 1.0,
@@ -86,9 +91,11 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     load_ms = (time.perf_counter() - t) * 1000.0
     rss["after_load"] = memory.peak_rss_mb()
 
-    if not inputs and any(spec["shape"] is None for spec in runner.input_specs()):
-        raise AgentError("bad_request", "the artifact does not record its input shapes: pass --inputs FILE.npz")
-    feeds = first_batch(load_npz(inputs)) if inputs else generated_inputs(runner.input_specs())
+    specs = runner.input_specs()
+    if not inputs and (specs is None or any(spec["shape"] is None for spec in specs)):
+        raise AgentError("bad_request", "the artifact does not record its input shapes: the host passes --inputs; "
+                         "run the agent with --inputs FILE.npz")
+    feeds = first_batch(load_npz(inputs)) if inputs else generated_inputs(specs)
     first_ms = _timed(runner, feeds)
 
     warm = warm_up(lambda: _timed(runner, feeds), warmup_s, max(warmup_max_s, warmup_s), first_ms)
@@ -141,8 +148,8 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         "settings": {"warmup_s": warmup_s, "min_runs": min_runs, "min_s": min_s, "max_s": max_s,
                      "threads": threads, "inputs": "file" if inputs else "generated",
                      "power_interval_s": power_interval_s, "idle_s": idle_s},
-        "inputs": _fed(feeds),
-        "model_inputs": runner.input_specs(),
+        "inputs": _described(feeds),
+        "model_inputs": specs,
         "cold": {"import_ms": import_ms, "load_ms": load_ms, "first_inference_ms": first_ms},
         "warmup": warm,
         "window": {"runs": len(samples), "seconds": measured_s},
@@ -154,13 +161,6 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         "emulation": emulated,
         "warnings": warnings,
     }
-
-
-def _fed(feeds) -> List[dict]:
-    """The inputs the timed calls really got: shapes and dtypes, as the host checks them."""
-    import numpy as np
-
-    return [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in feeds.items()]
 
 
 def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs: str, threads: int = 0,
@@ -183,7 +183,13 @@ def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs
         except Exception as exc:
             raise AgentError("run_failed", "inference failed on batch {}: {}".format(i, " ".join(str(exc).split())[:300]))
         results.append(outs)
-    stacked = {"output_{}".format(j): np.stack([r[j] for r in results]) for j in range(len(results[0]))} if results else {}
+    stacked = {}
+    for j in range(len(results[0]) if results else 0):
+        shapes = sorted({tuple(np.shape(r[j])) for r in results})
+        if len(shapes) > 1:
+            raise AgentError("run_failed", "output {} changes shape between batches ({}): send batches of one "
+                             "shape".format(j, ", ".join(map(str, shapes))))
+        stacked["output_{}".format(j)] = np.stack([r[j] for r in results])
     np.savez(outputs, **stacked)
     return {"command": "run", "batches": len(results), "outputs": outputs, "runtime": runner.describe(),
             "emulation": emulation.detect()}

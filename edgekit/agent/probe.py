@@ -211,23 +211,18 @@ def _version(dist: str) -> Optional[str]:
 
 
 def runtimes() -> Dict[str, dict]:
-    """Installed runtimes by the agent's runtime names. Only cheap imports happen here."""
-    found = {}
-    ort_version = _version("onnxruntime") or _version("onnxruntime-gpu")
-    if ort_version:
-        entry = {"version": ort_version}
-        try:
-            import onnxruntime
+    """Installed runtimes, keyed by the runner table's names (what --runtime takes): every runner
+    says for itself whether its runtime is there and whether it imports. Only cheap imports happen."""
+    from .runners import RUNNERS
 
-            entry["providers"] = onnxruntime.get_available_providers()
-        except Exception as exc:  # installed but broken (e.g. numpy ABI): say so
-            entry["error"] = " ".join(str(exc).split())[:200]
-        found["onnxruntime"] = entry
-    for dist, name in (("ai-edge-litert", "tflite"), ("tflite-runtime", "tflite"), ("torch", "torch"),
-                       ("executorch", "executorch")):
-        version = _version(dist)
-        if version and name not in found:
-            found[name] = {"version": version, "package": dist}
+    found = {}
+    for name, runner in RUNNERS.items():
+        try:
+            entry = runner.probe()
+        except Exception as exc:  # a probe must never cost the whole document
+            entry = {"error": " ".join(str(exc).split())[:200]}
+        if entry is not None:
+            found[name] = entry
     return found
 
 

@@ -37,15 +37,19 @@ def _one_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def quiet():
-    """ORT's calibrators print() progress and log warnings; keep stdout clean for --json."""
+    """ORT's calibrators print() progress and log warnings (Python and C++); keep stdout clean for --json."""
+    import onnxruntime as ort
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)  # the sessions quant_pre_process and the calibrator open
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         root.setLevel(level)
+        ort.set_default_logger_severity(2)  # onnxruntime's default (warning)
 
 
 def export_torch(model, ctx: BuildContext, out: Path) -> None:
@@ -290,6 +294,7 @@ def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
     extra: dict[str, Any] = {}
     if settings["calibration"] == "Percentile":
         extra["CalibPercentile"] = settings["percentile"]
+    tried = f" after pre-processing ({_short(prep)})" if prep else ""
     try:
         with quiet():
             quantize_static(str(pre), str(out), _Reader(ctx), quant_format=QuantFormat.QDQ,
@@ -298,13 +303,11 @@ def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
                             weight_type=QuantType[settings["weight_type"]], reduce_range=settings["reduce_range"],
                             calibrate_method=CalibrationMethod[settings["calibration"]],
                             nodes_to_exclude=exclude or None, extra_options=extra)
-        import onnx
-
-        onnx.checker.check_model(str(out))
     except Exception as exc:
-        tried = f" after pre-processing ({_short(prep)})" if prep else ""
         raise CompressError(f"onnxruntime quantize_static failed{tried}: {_one_line(exc)}. "
                             f"Fix: try {STATIC_FIX}") from None
+    # the quantizer does not validate what it writes (opset-12 per-channel QDQ was rejected only at load)
+    loads(out, f"onnxruntime quantize_static{tried}", f"try {STATIC_FIX}")
 
 
 def build_int8_static(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:

@@ -236,6 +236,14 @@ def test_a_graph_without_compute_ops_is_not_an_int8_variant(tmp_path):
     assert v.status == "failed" and v.error.startswith("nothing was quantized: the graph has no compute op")
 
 
+def test_int8_mixed_that_ends_all_float_is_dropped(models, tmp_path):
+    ctx = image_ctx(models["constant"], "constant")
+    recipe = "onnx:int8-mixed?budget=-1"  # no int8 layer can meet a negative budget
+    v = build(ctx, (recipe,), tmp_path)[recipe]
+    assert v.status == "failed" and v.error.startswith("nothing was quantized: even with all 3 compute layers float")
+    assert "Fix: use onnx:fp32" in v.error and not list(tmp_path.glob("cache/.build-*"))
+
+
 def test_an_opset_that_cannot_be_upgraded_fails_in_one_line_naming_the_fix(tmp_path):
     """Per-channel QDQ needs opset 13; a Caffe2-era graph with the experimental Crop op cannot get there."""
     from onnx import TensorProto, helper, numpy_helper

@@ -257,6 +257,6 @@ def require_quantized(counts: dict[str, Any], reason: str | None = None, fix: st
         if n == 0:
             reason = "the graph has no compute op (Conv, Gemm, MatMul, LSTM, ...) to quantize"
         else:
-            kinds = sorted({name.split()[0] for name in counts.get("float_ops", [])})
+            kinds = sorted(counts.get("op_types") or {name.split()[0] for name in counts.get("float_ops", [])})
             reason = f"the quantizer left all {n} compute ops float ({', '.join(kinds)})"
     raise CompressError(f"nothing was quantized: {reason}" + (f". Fix: {fix}" if fix else ""))

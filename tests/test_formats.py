@@ -75,14 +75,17 @@ def _tflite_weight_types(path) -> list[str]:
     types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_")}
     graph = model.subgraphs[0]
     producer = {o: op for op in graph.operators for o in op.outputs}
+
+    def op_name(op) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
     out = []
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        if names[max(code.builtinCode, code.deprecatedBuiltinCode)] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+        if op_name(op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
             w = op.inputs[1]
             src = producer.get(w)
-            if src is not None and names[max(model.operatorCodes[src.opcodeIndex].builtinCode,
-                                             model.operatorCodes[src.opcodeIndex].deprecatedBuiltinCode)] == "DEQUANTIZE":
+            if src is not None and op_name(src) == "DEQUANTIZE":
                 w = src.inputs[0]
             out.append(types[graph.tensors[w].type])
     return out

@@ -103,7 +103,7 @@ def _from_fp32(ctx: BuildContext, recipe: Recipe, out: Path, configure, summary:
         _quantize(fp32, out, configure, data)
     counts = tflite_counts(out, kind)
     if kind == "int8":
-        require_quantized(counts, fix="check the model's ops are ones ai-edge-quantizer supports, or use onnx:int8-static")
+        require_quantized(counts, fix="check that ai-edge-quantizer supports the model's ops, or use onnx:int8-static")
     return {**options, **summary, "quantizer": "ai-edge-quantizer", **_io(out), "quantized": counts}
 
 

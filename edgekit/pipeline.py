@@ -114,15 +114,30 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
     store = workspace.artifacts
     events.stage("compress", len(recipes))
     built = []
+    first_with: dict[str, str] = {}  # sha256 -> the recipe that made it first
     for recipe in recipes:
         events.step(recipe)
         variant, cached = build_variant(recipe, ctx, store)
+        variant = _unless_duplicate(variant, first_with)
         if variant.status != "ok":
             events.note(f"{recipe}: failed: {variant.error}")
         for warning in variant.warnings:
             events.note(f"{recipe}: warning: {warning}")
         built.append((variant, cached))
     return built
+
+
+def _unless_duplicate(variant: Variant, first_with: dict[str, str]) -> Variant:
+    """Two recipes that write the same bytes are one variant under two names (e.g. onnxruntime
+    1.32's Entropy calibration equals MinMax): keep the first, fail the other, so nothing is
+    benchmarked twice and no report lists a difference that is not there."""
+    if variant.status != "ok" or not variant.sha256:
+        return variant
+    first = first_with.setdefault(variant.sha256, variant.recipe)
+    if first == variant.recipe:
+        return variant
+    return dataclasses.replace(variant, status="failed",
+                               error=f"identical to {first} (same sha256 {variant.sha256[:12]}): drop one of them")
 
 
 # --------------------------------------------------------------------------- profile

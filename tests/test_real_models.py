@@ -196,11 +196,19 @@ def test_scalar_and_batch_axis_1_inputs_are_benchmarked_from_data(workdir):
         '  { name = "sr", shape = [], dtype = "int64", values = [16000, 8000] },\n'
         f'  {{ name = "state", shape = [2, 1, {VAD_HIDDEN}], batch_axis = 1 }},\n]\n'
         '[data]\nevaluation = "eval.npz"\ncalibration = "eval.npz"\n')
-    name = profile(workdir, "vad", ["onnx:fp32"], "{ max_abs_diff = 0.001 }")
+    name = profile(workdir, "vad", ["onnx:fp32", "onnx:int8-static", "onnx:int8-dynamic"], "{ max_abs_diff = 0.05 }")
     proc = run_cli("profile", "--target", "local", "--profile", name, "--json")
     assert proc.returncode == 0, proc.stderr
-    fp32 = rows(json.loads(proc.stdout))["onnx:fp32"]
-    assert fp32["status"] == "chosen", fp32["reason"]
+    found = rows(json.loads(proc.stdout))
+    fp32 = found["onnx:fp32"]
+    # int8 says honestly what it quantized: static cannot reach the If branches, dynamic can
+    static = found["onnx:int8-static"]
+    assert static["status"] == "rejected" and "nothing was quantized" in static["reason"], static["reason"]
+    dynamic = found["onnx:int8-dynamic"]
+    counted = json.loads((Path(dynamic["path"]).parent / "variant.json").read_text())["options"]["quantized"]
+    assert counted["quantized_ops"] > 0 and counted["in_subgraphs"] > 0
+    assert dynamic["size_bytes"] < fp32["size_bytes"] / 2
+    assert fp32["status"] != "rejected", fp32["reason"]
     assert {i["name"]: i["shape"] for i in fp32["inputs"]} == {"input": [1, VAD_SAMPLES], "sr": [],
                                                                 "state": [2, 1, VAD_HIDDEN]}
     assert fp32["inputs_source"] == "evaluation data"

@@ -34,9 +34,17 @@ def parity_text(parity: dict) -> Text:
 EMULATED_CELL = "emulated"
 
 
+def _quantized(v: Variant) -> str:
+    """'12/12 ops' from the count compress recorded (compress/quantized.py); '-' for full precision."""
+    q = v.options.get("quantized")
+    if not isinstance(q, dict):
+        return "-"
+    return f"{q['quantized_ops']}/{q['compute_ops']} ops" if isinstance(q.get("compute_ops"), int) else "unknown"
+
+
 def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     table = Table(title="Variants", title_justify="left")
-    for col, justify in (("recipe", "left"), ("size", "right"),
+    for col, justify in (("recipe", "left"), ("size", "right"), ("quantized", "right"),
                          ("accuracy %", "right"), ("drop pts", "right"), ("top-1 agree %", "right"),
                          ("cosine", "right"), ("max |diff|", "right"), ("", "left")):
         table.add_column(col, justify=justify)
@@ -44,11 +52,11 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     for v, cached in variants:
         m = v.metrics
         if v.status != "ok":
-            table.add_row(v.recipe, "-", "-", "-", "-", "-", "-",
+            table.add_row(v.recipe, "-", "-", "-", "-", "-", "-", "-",
                           Text(f"failed: {v.error}", style="red"))
             continue
         outputs = max(outputs, len(m.get("outputs") or []))
-        table.add_row(v.recipe, fmt.size(v.size_bytes), _pct(m.get("accuracy")),
+        table.add_row(v.recipe, fmt.size(v.size_bytes), _quantized(v), _pct(m.get("accuracy")),
                       _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")), fmt.cosine(m.get("mean_cosine")),
                       f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", _state(v, cached))
     if outputs > 1:

@@ -99,3 +99,30 @@ def test_own_subprocesses_are_not_other_load():
     with benchlib.OtherLoad() as load:
         time.sleep(0.05)
     assert load.cores >= 0 and load.seconds >= 0.05 and "cores on average" in load.describe()
+
+
+def _row(recipe: str, status: str, p50: float, ci: list[float], paired: dict | None = None) -> dict:
+    row = {"recipe": recipe, "status": status, "latency": {"p50_ms": p50, "ci95_median_ms": ci}}
+    if paired is not None:
+        row["paired"] = paired
+    return row
+
+
+def test_truth_ranking_reads_the_paired_ci_when_rows_carry_one():
+    import bench_truth
+
+    apart = {"objective": "p50_ms", "variants": [_row("a", "chosen", 1.0, [0.9, 1.1]),
+                                                 _row("b", "eligible", 1.5, [1.4, 1.6]),
+                                                 _row("c", "rejected", 0.5, [0.4, 0.6])]}
+    d = bench_truth.decision(apart)
+    assert (d["chosen"], d["runner_up"], d["sure"], d["kind"]) == ("a", "b", True, "median")
+
+    # Median CIs apart, but the paired ratios' CIs overlap: the paired reading decides.
+    paired = {"objective": "p50_ms", "variants": [
+        _row("a", "chosen", 1.0, [0.9, 1.1], {"ratio": 1.0, "ci95": [0.95, 1.2]}),
+        _row("b", "eligible", 1.5, [1.4, 1.6], {"ratio": 1.1, "ci95": [1.0, 1.3]})]}
+    d = bench_truth.decision(paired)
+    assert (d["sure"], d["kind"]) == (False, "paired")
+
+    runs = [{"chosen": c, "sure": s} for c, s in (("a", True), ("b", False), ("b", True), ("b", True), ("a", True))]
+    assert bench_truth.flips(runs) == 2  # a->b and b->a among the sure runs; the unsure one does not count

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -24,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import OtherLoad, host_description, write_section  # noqa: E402
 
 SHORT = """
 [build]
@@ -69,6 +71,7 @@ def main() -> int:
     from edgekit.spec import load_profile, load_target
 
     devices: list[TestDevice] = []
+    load = OtherLoad().start()  # stopped while the devices live: their sshd trees count as ours
     try:
         names = []
         for i, persona in enumerate(["jetson-like", "phone-like", "jetson-like", "phone-like"]):
@@ -125,20 +128,19 @@ def main() -> int:
                 failed = [n for n, r in outcome.items() if isinstance(r, Exception)]
                 assert not failed, {n: str(outcome[n]) for n in failed}
         print(f"fleet: 1 device {median(one):.2f}s, 4 devices {median(four):.2f}s", flush=True)
+        load.stop()
     finally:
         for device in devices:
             device.stop()
             shutil.rmtree(device.base, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    cores = len(os.sched_getaffinity(0))
-    load = os.getloadavg()[0]
     table = "\n".join([
         "## Deploy over SSH (`scripts/bench_deploy.py`)",
         "",
         f"Real OpenSSH test devices on loopback (tests/devices.py), digits CNN, ONNX fp32 + int8; "
-        f"{args.reps} interleaved repetitions, medians. Host: {cores} cores, load average {load:.1f} while running "
-        f"(shared machine: compare ratios, not absolute seconds).",
+        f"{args.reps} interleaved repetitions, medians. Host: {host_description(runtimes=('onnxruntime',))}; "
+        f"while it ran, {load.describe()} (shared machine: compare ratios, not absolute seconds).",
         "",
         "| what | median s | baseline (same run) | ratio |",
         "|---|---:|---|---:|",
@@ -152,22 +154,13 @@ def main() -> int:
         f"Goal for the warm re-deploy: ≤ 2 s of overhead. Measured: {median(warm_ssh):.2f} s "
         f"({'met' if median(warm_ssh) <= 2 else 'not met on this loaded machine'}). Host-side model loading "
         f"(`prepare`) is excluded: it is the same for every target.",
+        "",
+        f"Command: `.venv/bin/python scripts/bench_deploy.py --reps {args.reps}` · "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
     ])
-    write_section(Path(args.output), "deploy", table)
+    write_section("deploy", table, Path(args.output))
     print(table)
     return 0
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace only this benchmark's section, so parallel branches merge cleanly."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -60,11 +60,13 @@ def export_torch(model, ctx: BuildContext, out: Path) -> None:
     kwargs: dict[str, Any] = {}
     if getattr(ctx.spec, "dynamic_batch", False):
         batch = torch.export.Dim("batch", min=1, max=4096)
-        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in ctx.spec.inputs)
+        # each input's own batch axis; a scalar input has none
+        kwargs["dynamic_shapes"] = tuple(None if i.scalar else {i.batch_axis: batch} for i in ctx.spec.inputs)
     # torch.export cannot read a TorchScript module: those go through the TorchScript exporter
     scripted = isinstance(model, torch.jit.ScriptModule)
     if scripted:
-        kwargs = {"dynamic_axes": {i.name: {0: "batch"} for i in ctx.spec.inputs} | {"output": {0: "batch"}}} \
+        kwargs = {"dynamic_axes": {i.name: {i.batch_axis: "batch"} for i in ctx.spec.inputs if not i.scalar}
+                  | {"output": {0: "batch"}}} \
             if kwargs else {}
         kwargs["dynamo"] = False
     else:

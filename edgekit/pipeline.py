@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from .errors import DeviceError, EdgekitError, SelectionError
 from .model import (Dataset, batches, check_model_accepts_inputs, example_inputs, load_data, load_torch_model,
                     reference_outputs, weights_digest)
 from .results import ResultsStore
+from .rounds import Round, merge, paired_ratios, round_order, round_settings
 from .select import Selection, choose_named, select
 from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant, emulated
 
@@ -102,7 +104,7 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
 
 
 def settings_key(settings: BenchSettings, probe: dict[str, Any]) -> str:
-    """Same artifact + same key = the store's measurement can be reused instead of measured again."""
+    """Same artifact + same key = comparable measurements (what `--reuse` may take from the store)."""
     return cache_key({
         "bench": settings.to_dict(),
         "arch": probe.get("arch"),
@@ -123,18 +125,37 @@ EMULATED_RUNS = 10
 
 
 def bench_settings_for(settings: BenchSettings, probe: dict[str, Any]) -> BenchSettings:
-    """Under emulation timings mean nothing: run each variant only enough to prove it runs."""
+    """Under emulation timings mean nothing: run each variant only enough to prove it runs, once."""
     if not emulated(probe):
         return settings
     return dataclasses.replace(settings, warmup_s=0.0, min_runs=min(settings.min_runs, EMULATED_RUNS), min_s=0.0,
-                               max_runs=min(settings.max_runs, EMULATED_RUNS), cooldown_c=None, rate_hz=None)
+                               max_runs=min(settings.max_runs, EMULATED_RUNS), cooldown_c=None, rate_hz=None,
+                               rounds=1)
+
+
+def bench_once(device: Device, variant: Variant, remote: str, settings: BenchSettings) -> dict[str, Any]:
+    """Every benchmark of a profile goes through here: one fresh agent `bench` process."""
+    return device.bench(variant, remote, settings)
+
+
+def parity_data(ctx: BuildContext | None, settings: BenchSettings) -> dict[str, Any] | None:
+    """What a device parity figure was computed from, so a reused one is known to fit this run."""
+    if ctx is None or settings.parity_samples <= 0:
+        return None
+    return {"samples": settings.parity_samples,
+            "evaluation": ctx.evaluation.digest() if ctx.evaluation is not None else None}
 
 
 def profile(device: Device, variants: list[Variant], settings: BenchSettings, results: ResultsStore,
-            run_id: int, probe: dict[str, Any], force: bool = False,
+            run_id: int, probe: dict[str, Any], reuse: bool = False,
             events: Events = Events(), ctx: BuildContext | None = None) -> dict[str, Measurement]:
-    """Measure each built variant on the device (each in a fresh agent process), then run
-    `parity_samples` evaluation samples there and compare the outputs with the host's."""
+    """Measure the built variants on the device in interleaved rounds, then run `parity_samples`
+    evaluation samples of each there and compare the outputs with the host's.
+
+    With `reuse`, one earlier run on this target that measured every variant with the same settings
+    (and parity data) supplies all of them; otherwise, and by default, all are measured afresh:
+    a ranking never mixes measurements taken under different conditions.
+    """
     target = device.target.name
     settings = bench_settings_for(settings, probe)
     if emulated(probe):
@@ -143,36 +164,80 @@ def profile(device: Device, variants: list[Variant], settings: BenchSettings, re
     key = settings_key(settings, probe)
     present = probe.get("runtimes", {})
     out: dict[str, Measurement] = {}
-    runnable = [v for v in variants if v.status == "ok"]
-    events.stage(f"bench on {target}", len(runnable))
-    for v in runnable:
-        events.step(v.recipe)
-        if not force:
-            known = results.find_measurement(target, v.sha256, key)
-            if known is not None:
-                known.reused = True
-                out[v.id] = known
-                events.note(f"{v.recipe}: reusing the stored measurement (--force to measure again)")
-                continue
+    todo: list[Variant] = []
+    for v in (v for v in variants if v.status == "ok"):
         if v.runtime not in present or "error" in present[v.runtime]:
-            m = _failed(target, v, key, "runtime_missing", f"{v.runtime} is not usable on {target}")
+            out[v.id] = _failed(target, v, key, "runtime_missing", f"{v.runtime} is not usable on {target}")
+            results.save_measurement(run_id, out[v.id])
         else:
+            todo.append(v)
+    wanted_parity = parity_data(ctx, settings)
+    if reuse and todo:
+        found = results.comparable_run(target, [v.sha256 for v in todo], key, wanted_parity, before_run=run_id)
+        if found is not None:
+            source, by_sha = found
+            for v in todo:
+                out[v.id] = dataclasses.replace(by_sha[v.sha256], variant_id=v.id, reused=True, reused_from=source)
+            events.note(f"reusing run {source}'s measurements of all {len(todo)} variants on {target} (--reuse)")
+            return out
+        events.note(f"--reuse: no earlier run on {target} measured all {len(todo)} variants with these settings; "
+                    "measuring them all")
+    out.update(_measure_all(device, todo, settings, key, events, ctx, wanted_parity))
+    for v in todo:
+        results.save_measurement(run_id, out[v.id])
+    return out
+
+
+def _measure_all(device: Device, variants: list[Variant], settings: BenchSettings, key: str, events: Events,
+                 ctx: BuildContext | None, wanted_parity: dict[str, Any] | None) -> dict[str, Measurement]:
+    """Rounds A B C, B C A, ...: each variant once per round, each time in a fresh agent process."""
+    target = device.target.name
+    n = settings.rounds
+    each = round_settings(settings)
+    failed: dict[str, Measurement] = {}
+    remotes: dict[str, str] = {}
+    for v in variants:
+        try:
+            remotes[v.id] = device.push(v)
+        except DeviceError as exc:
+            failed[v.id] = _failed(target, v, key, exc.kind, str(exc))
+    done: dict[str, list[Round]] = {v.id: [] for v in variants}
+    events.stage(f"bench on {target}" + (f" ({n} rounds)" if n > 1 else ""), len(remotes) * n)
+    for index in range(n):
+        for position, v in enumerate(round_order([v for v in variants if v.id in remotes], index)):
+            if v.id in failed:
+                continue
+            events.step(f"{v.recipe} ({index + 1}/{n})" if n > 1 else v.recipe)
+            started = time.time()
             try:
-                remote = device.push(v)
-                doc = device.bench(v, remote, settings)
-                if ctx is not None and settings.parity_samples > 0:
-                    try:
-                        doc["parity"] = device_parity(ctx, device, v, remote, settings.parity_samples)
-                    except DeviceError as exc:  # it ran in the benchmark but not on real inputs: keep both facts
-                        doc["parity"] = {"passed": False, "samples": 0,
-                                         "problems": [f"could not run evaluation samples ({exc.kind}): {exc}"]}
-                m = Measurement(target=target, variant_id=v.id, sha256=v.sha256, status="ok",
+                doc = bench_once(device, v, remotes[v.id], each)
+            except DeviceError as exc:  # this variant is out of the ranking; the others carry on
+                failed[v.id] = _failed(target, v, key, exc.kind, str(exc))
+                continue
+            done[v.id].append(Round(index, position, started, time.time(), doc))
+    docs = {v.id: merge(done[v.id]) for v in variants if v.id not in failed}
+    baseline = next((v for v in variants if v.id in docs), None)
+    out: dict[str, Measurement] = dict(failed)
+    for v in variants:
+        if v.id not in docs:
+            continue
+        doc = docs[v.id]
+        if baseline is not None and n > 1:
+            paired = paired_ratios(doc, docs[baseline.id], baseline.recipe)
+            if paired is not None:
+                doc["paired"] = paired
+        if wanted_parity is not None:
+            try:
+                doc["parity"] = device_parity(ctx, device, v, remotes[v.id], settings.parity_samples)
+            except DeviceError as exc:  # it ran in the benchmark but not on real inputs: keep both facts
+                doc["parity"] = {"passed": False, "samples": 0,
+                                 "problems": [f"could not run evaluation samples ({exc.kind}): {exc}"]}
+            doc["parity_data"] = wanted_parity
+        for warning in doc.get("warnings", []):
+            events.note(f"{v.recipe}: warning: {warning}")
+        out[v.id] = Measurement(target=target, variant_id=v.id, sha256=v.sha256, status="ok",
                                 stats=doc["latency"], memory=doc["memory"], cold=doc["cold"],
                                 settings_key=key, document=doc)
-            except DeviceError as exc:
-                m = _failed(target, v, key, exc.kind, str(exc))
-        results.save_measurement(run_id, m)
-        out[v.id] = m
     return out
 
 
@@ -213,16 +278,17 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
         "id": row.variant.id, "recipe": row.variant.recipe, "format": row.variant.format,
         "precision": row.variant.precision, "size_bytes": row.variant.size_bytes, "sha256": row.variant.sha256,
         "metrics": row.variant.metrics, "status": row.status, "reason": row.reason, "cached": cached,
-        "measurement_reused": bool(m and m.reused),
+        "measurement_reused": bool(m and m.reused), "reused_from_run": m.reused_from if m else None,
         "latency": m.stats if m else None, "memory": m.memory if m else None, "cold": m.cold if m else None,
         "error": {"kind": m.error_kind, "message": m.error_message} if m and m.status != "ok" else None,
         "emulated": bool(m and m.emulated),
         "device_parity": m.parity if m else None,
+        "paired": m.paired or None if m else None, "load": m.document.get("load") if m else None,
     }
 
 
 def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
-            command: str, force: bool = False, events: Events = Events(),
+            command: str, reuse: bool = False, events: Events = Events(),
             built: list[tuple[Variant, bool]] | None = None,
             build_lock: threading.Lock | None = None) -> tuple[DeployResult, ResultsStore]:
     """probe -> compress -> bench -> select. The results store is opened only once inputs are valid.
@@ -249,7 +315,7 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
                                       "constraints": dict(prof.select.constraints)}})
     for v in variants:
         results.save_variant(v)  # failed builds too: reports show why they are missing
-    measured = profile(device, variants, prof.bench, results, run_id, probe, force, events, ctx)
+    measured = profile(device, variants, prof.bench, results, run_id, probe, reuse, events, ctx)
     for v in variants:
         m = measured.get(v.id)
         results.link_variant(run_id, target.name, v.id, m.store_id if m else None)
@@ -306,11 +372,11 @@ def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_pa
 
 
 def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
-           force: bool = False, events: Events = Events(), variant_recipe: str | None = None) -> DeployResult:
+           reuse: bool = False, events: Events = Events(), variant_recipe: str | None = None) -> DeployResult:
     """Measure, choose (or take `variant_recipe`), stage it, smoke-test it on the device, then
     switch `current`. Any failure before the switch leaves the previous deployment current.
     """
-    result, results = measure(ctx, target, prof, device, workspace, "deploy", force, events)
+    result, results = measure(ctx, target, prof, device, workspace, "deploy", reuse, events)
     with results:
         if variant_recipe:
             choose_named(result.selection, variant_recipe, target.name)
@@ -348,7 +414,7 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
 
 
 def profile_fleet(ctx: BuildContext, targets: list[Target], prof: Profile, workspace: Workspace,
-                  force: bool = False, wait_s: float = 0.0,
+                  reuse: bool = False, wait_s: float = 0.0,
                   events_for: Callable[[str], Events] = lambda name: Events()
                   ) -> dict[str, DeployResult | EdgekitError]:
     """Profile every target at once, one thread per device (the work is waiting on devices).
@@ -363,7 +429,7 @@ def profile_fleet(ctx: BuildContext, targets: list[Target], prof: Profile, works
         events = events_for(target.name)
         try:
             with connect(target) as device, device.locked(holder_name("profile"), wait_s):
-                result, results = measure(ctx, target, prof, device, workspace, "profile", force, events,
+                result, results = measure(ctx, target, prof, device, workspace, "profile", reuse, events,
                                           None, build_lock)
                 results.close()
                 return result

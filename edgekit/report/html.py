@@ -35,6 +35,7 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px;
            border: 1px solid var(--line); margin: 6px 0; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; word-break: break-all; }
 code { font-size: 12px; } .note { background: #fffbeb; border-left: 3px solid #d97706; padding: 6px 10px; margin: 6px 0; }
+.reused { color: #0e7490; font-size: 12px; white-space: nowrap; }
 """
 
 
@@ -51,6 +52,13 @@ def _parity_cell(parity: dict[str, Any]) -> str:
     verdict = "pass" if parity.get("passed") else "fail"
     tip = f"{parity.get('samples', 0)} evaluation samples on the device: top-1 agreement with the original, max |diff|"
     return f'<td class="parity {verdict}" data-parity="{verdict}" title="{escape(tip)}">{escape(fmt.parity(parity))}</td>'
+
+
+def _reused_mark(r: VariantRow) -> str:
+    if r.reused_from is None:
+        return ""
+    return (f' <span class="reused" data-reused-from="{r.reused_from}" title="taken from the store, measured in '
+            f'run {r.reused_from}">reused from run {r.reused_from}</span>')
 
 
 def _variant_rows(t: TargetReport) -> str:
@@ -75,7 +83,8 @@ def _variant_rows(t: TargetReport) -> str:
             + _num("accuracy", r.accuracy, fmt.pct(r.accuracy))
             + _num("accuracy_drop", r.accuracy_drop, fmt.pct(r.accuracy_drop))
             + _parity_cell(r.parity)
-            + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}</td>'
+            + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}'
+              + _reused_mark(r) + "</td>"
             "</tr>")
     head = ("recipe", "format", "precision", "size", "p50 ms", "median 95% CI", "p90 ms", "p99 ms", "n",
             "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "device vs host: top-1 · max |Δ|", "decision")

@@ -46,7 +46,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgekitError as exc:
             _fail(str(exc).replace("[", r"\["), exc.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; results measured so far are kept in the store", 130)
+            _fail("interrupted; measurements completed so far are kept in the store (a profile stores its "
+                  "variants once their last round ends)", 130)
     return wrapper
 
 

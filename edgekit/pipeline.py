@@ -190,10 +190,13 @@ def profile(device: Device, variants: list[Variant], settings: BenchSettings, re
 
 def _measure_all(device: Device, variants: list[Variant], settings: BenchSettings, key: str, events: Events,
                  ctx: BuildContext | None, wanted_parity: dict[str, Any] | None) -> dict[str, Measurement]:
-    """Rounds A B C, B C A, ...: each variant once per round, each time in a fresh agent process."""
+    """Rounds A B C, B C A, ...: each variant once per round, each time in a fresh agent process;
+    then per variant one document, its paired ratios against the baseline, and its device parity.
+
+    A variant that fails in any round is out of the ranking (its earlier rounds are dropped, as a
+    partial set is not comparable); the others carry on.
+    """
     target = device.target.name
-    n = settings.rounds
-    each = round_settings(settings)
     failed: dict[str, Measurement] = {}
     remotes: dict[str, str] = {}
     for v in variants:
@@ -201,6 +204,7 @@ def _measure_all(device: Device, variants: list[Variant], settings: BenchSetting
             remotes[v.id] = device.push(v)
         except DeviceError as exc:
             failed[v.id] = _failed(target, v, key, exc.kind, str(exc))
+    n, each = settings.rounds, round_settings(settings)
     done: dict[str, list[Round]] = {v.id: [] for v in variants}
     events.stage(f"bench on {target}" + (f" ({n} rounds)" if n > 1 else ""), len(remotes) * n)
     for index in range(n):
@@ -211,27 +215,20 @@ def _measure_all(device: Device, variants: list[Variant], settings: BenchSetting
             started = time.time()
             try:
                 doc = bench_once(device, v, remotes[v.id], each)
-            except DeviceError as exc:  # this variant is out of the ranking; the others carry on
+            except DeviceError as exc:
                 failed[v.id] = _failed(target, v, key, exc.kind, str(exc))
                 continue
             done[v.id].append(Round(index, position, started, time.time(), doc))
     docs = {v.id: merge(done[v.id]) for v in variants if v.id not in failed}
     baseline = next((v for v in variants if v.id in docs), None)
     out: dict[str, Measurement] = dict(failed)
-    for v in variants:
-        if v.id not in docs:
-            continue
+    for v in (v for v in variants if v.id in docs):
         doc = docs[v.id]
-        if baseline is not None and n > 1:
-            paired = paired_ratios(doc, docs[baseline.id], baseline.recipe)
-            if paired is not None:
-                doc["paired"] = paired
+        paired = paired_ratios(doc, docs[baseline.id], baseline.recipe) if baseline is not None and n > 1 else None
+        if paired is not None:
+            doc["paired"] = paired
         if wanted_parity is not None:
-            try:
-                doc["parity"] = device_parity(ctx, device, v, remotes[v.id], settings.parity_samples)
-            except DeviceError as exc:  # it ran in the benchmark but not on real inputs: keep both facts
-                doc["parity"] = {"passed": False, "samples": 0,
-                                 "problems": [f"could not run evaluation samples ({exc.kind}): {exc}"]}
+            doc["parity"] = _device_parity_doc(ctx, device, v, remotes[v.id], settings.parity_samples)
             doc["parity_data"] = wanted_parity
         for warning in doc.get("warnings", []):
             events.note(f"{v.recipe}: warning: {warning}")
@@ -239,6 +236,15 @@ def _measure_all(device: Device, variants: list[Variant], settings: BenchSetting
                                 stats=doc["latency"], memory=doc["memory"], cold=doc["cold"],
                                 settings_key=key, document=doc)
     return out
+
+
+def _device_parity_doc(ctx: BuildContext, device: Device, variant: Variant, remote: str,
+                       samples: int) -> dict[str, Any]:
+    try:
+        return device_parity(ctx, device, variant, remote, samples)
+    except DeviceError as exc:  # it ran in the benchmark but not on real inputs: keep both facts
+        return {"passed": False, "samples": 0,
+                "problems": [f"could not run evaluation samples ({exc.kind}): {exc}"]}
 
 
 # --------------------------------------------------------------------------- deploy

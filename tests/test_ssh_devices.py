@@ -86,6 +86,14 @@ def test_deploy_over_ssh_installs_and_smoke_tests_then_rolls_back(ssh_devices, w
     assert status.returncode == 0 and "digits-cnn: current" in status.stdout
 
 
+def stored_document(workdir: Path, variant_id: str, run_id: int) -> dict:
+    import sqlite3
+
+    db = sqlite3.connect(workdir / ".edgekit" / "results.db")
+    return json.loads(db.execute("SELECT document FROM measurements WHERE run_id=? AND variant_id=?",
+                                 (run_id, variant_id)).fetchone()[0])
+
+
 def sqlite_probe(workdir: Path, run_id: int) -> dict:
     import sqlite3
 
@@ -179,6 +187,12 @@ def test_artifact_corrupted_on_the_device_is_pushed_again(ssh_devices, workdir, 
         path.write_bytes(path.read_bytes()[:-10] + b"corrupted!")
     doc = edgekit.run("profile", "jetson-like")
     assert all(r["error"] is None for r in doc["variants"])  # sha256 caught it, a fresh copy was measured
+    # Over SSH too, the variants ran in interleaved rounds (A B | B A | A B), each round its own agent process.
+    rounds = [r for row in doc["variants"] for r in stored_document(workdir, row["id"], doc["run_id"])["rounds"]]
+    assert len(rounds) == 3 * len(doc["variants"])
+    for index in range(2):
+        assert (max(r["ended"] for r in rounds if r["round"] == index)
+                <= min(r["started"] for r in rounds if r["round"] == index + 1))
     import hashlib
 
     for path in copies:

@@ -40,9 +40,9 @@ def measurement_note(m) -> Text:
     text = Text()
     if m is not None and m.reused:
         text.append(f" · reused from run {m.reused_from}" if m.reused_from else " · reused", style="cyan")
-    busy = cpuload.warning(m.document.get("load") or {}) if m is not None else None
-    if busy:
-        text.append(f" · {busy}", style="yellow")
+    load = (m.document.get("load") or {}) if m is not None else {}
+    if cpuload.warning(load):  # the agent's warning, in short
+        text.append(f" · others used {load['other_cpu'] * 100:.0f} % of the CPU", style="yellow")
     return text
 
 

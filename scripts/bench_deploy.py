@@ -5,7 +5,7 @@
   on-device smoke test, switch `current` - everything except measuring, which a warm run reuses.
   Compared with the same warm re-deploy on the `local` target in the same run (A B A B).
 - agent first push: `ensure_agent` with no agent on the device vs with it there (A B A B).
-- fleet: wall time of profiling 1 device vs 4 devices at once, short workload, --force.
+- fleet: wall time of profiling 1 device vs 4 devices at once, short workload, measured afresh.
 
 Writes its section of BENCHMARKS.md. Usage: .venv/bin/python scripts/bench_deploy.py [--reps N]
 """
@@ -90,7 +90,7 @@ def main() -> int:
             target = load_target(name)
             start = time.perf_counter()
             with connect(target) as device, device.locked(holder_name("bench"), 0):
-                result = pipeline.deploy(ctx, target, prof, device, workspace)
+                result = pipeline.deploy(ctx, target, prof, device, workspace, reuse=True)
             elapsed = time.perf_counter() - start
             assert result.smoke["passed"]
             return elapsed
@@ -117,13 +117,13 @@ def main() -> int:
                     bucket.append(time.perf_counter() - start)
         print(f"agent: first push {median(push_cold):.2f}s, present {median(push_warm):.2f}s", flush=True)
 
-        # Fleet: 1 vs 4 devices, measuring every time (--force).
+        # Fleet: 1 vs 4 devices, measuring every time (the default).
         fleet_targets = [load_target(n) for n in names]
         one, four = [], []
         for _ in range(max(2, args.reps // 2)):
             for bucket, chosen in ((one, fleet_targets[:1]), (four, fleet_targets)):
                 start = time.perf_counter()
-                outcome = pipeline.profile_fleet(ctx, chosen, prof, workspace, force=True)
+                outcome = pipeline.profile_fleet(ctx, chosen, prof, workspace)
                 bucket.append(time.perf_counter() - start)
                 failed = [n for n, r in outcome.items() if isinstance(r, Exception)]
                 assert not failed, {n: str(outcome[n]) for n in failed}
@@ -144,11 +144,11 @@ def main() -> int:
         "",
         "| what | median s | baseline (same run) | ratio |",
         "|---|---:|---|---:|",
-        f"| warm re-deploy over SSH (connect → lock → probe → reuse measurements → install → smoke test → switch) "
+        f"| warm re-deploy over SSH (connect → lock → probe → --reuse measurements → install → smoke test → switch) "
         f"| {median(warm_ssh):.2f} | same on `local`: {median(warm_local):.2f} s | {median(warm_ssh) / median(warm_local):.2f} |",
         f"| agent first push (put + verify + `version`) | {median(push_cold):.2f} | agent already there: "
         f"{median(push_warm):.2f} s | {median(push_cold) / median(push_warm):.2f} |",
-        f"| profile 4 devices at once (short workload, --force) | {median(four):.2f} | 1 device: {median(one):.2f} s "
+        f"| profile 4 devices at once (short workload, measured afresh) | {median(four):.2f} | 1 device: {median(one):.2f} s "
         f"| {median(four) / median(one):.2f} |",
         "",
         f"Goal for the warm re-deploy: ≤ 2 s of overhead. Measured: {median(warm_ssh):.2f} s "

@@ -90,13 +90,13 @@ def test_profile_and_deploy_on_pi_arm_report_parity_per_variant_and_never_rank_e
     assert options["local"]["types"] == "u8s8-reduced" and local_int8["id"] != rows["onnx:int8-static"]["id"]
 
     # Selection cannot pick on emulated timings: deploy asks for an explicit choice ...
-    refused = run_cli("deploy", "--target", "pi-arm", "--profile", "arm")
+    refused = run_cli("deploy", "--target", "pi-arm", "--profile", "arm", "--reuse")
     assert refused.returncode == 4 and "emulation" in refused.stderr and "--variant" in refused.stderr
-    # ... and with one, installs it after the on-device smoke test (the measurements are reused).
+    # ... and with one, installs it after the on-device smoke test (--reuse: the fleet run's measurements).
     done = _json(run_cli("deploy", "--target", "pi-arm", "--profile", "arm", "--variant", "tflite:int8-static",
-                         "--json"))
+                         "--reuse", "--json"))
     assert done["chosen_recipe"] == "tflite:int8-static" and done["smoke_test"]["passed"]
-    assert all(r["measurement_reused"] for r in done["variants"])
+    assert all(r["reused_from_run"] == doc["run_id"] for r in done["variants"])
     current = pi_arm.device_path(".edgekit/deployments/digits-cnn/current")
     assert os.readlink(current) == done["chosen"]
 

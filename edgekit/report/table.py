@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from ..agent import cpuload
 from ..select import Selection
 from . import fmt
 from ..spec import Variant
@@ -40,6 +41,17 @@ def _quantized(v: Variant) -> str:
     if not isinstance(q, dict):
         return "-"
     return f"{q['quantized_ops']}/{q['compute_ops']} ops" if isinstance(q.get("compute_ops"), int) else "unknown"
+
+
+def measurement_note(m) -> Text:
+    """Where a measurement came from when not from this run, and a busy device: what a reader must not miss."""
+    text = Text()
+    if m is not None and m.reused:
+        text.append(f" · reused from run {m.reused_from}" if m.reused_from else " · reused", style="cyan")
+    load = (m.document.get("load") or {}) if m is not None else {}
+    if cpuload.warning(load):  # the agent's warning, in short
+        text.append(f" · others used {load['other_cpu'] * 100:.0f} % of the CPU", style="yellow")
+    return text
 
 
 def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
@@ -115,6 +127,7 @@ def selection_table(selection: Selection, target: str) -> Table:
         rss = m.memory.get("peak_rss_mb") if m and m.status == "ok" else None
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[row.status]
         decision = Text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
+        decision.append_text(measurement_note(m))
         if m is not None and m.emulated:  # the emulator's timings: never shown as latency
             timing = [Text(EMULATED_CELL, style="yellow"), "-", "-", "-", "-"]
         else:
@@ -146,7 +159,8 @@ def report_table(t) -> Table:
                       p50, fmt.ci(r.ci95), fmt.ms(r.stat("p90_ms")), fmt.ms(r.stat("p99_ms")),
                       fmt.mb(r.peak_rss_mb), fmt.watts(r.avg_power_w), fmt.mj(r.energy_mj), fmt.pct(r.accuracy),
                       fmt.pct(r.accuracy_drop), *[parity_text(r.parity)] * with_parity,
-                      Text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style))
+                      Text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style)
+                      + measurement_note(r.measurement))
     return table
 
 

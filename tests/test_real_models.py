@@ -161,6 +161,15 @@ def test_three_output_detector_is_judged_on_every_output(workdir):
     assert metrics["mean_cosine"] == pytest.approx(min(np.mean(c) for c in cosines), abs=1e-4)
     assert int8["device_parity"]["passed"] and len(int8["device_parity"]["outputs"]) == 3
 
+    # The report shows the worst-output cosine, what was timed, and plots the profile's own metric.
+    proc = run_cli("report", "-o", "report.html")
+    assert proc.returncode == 0, proc.stderr
+    html = (workdir / "report.html").read_text()
+    cell = f'data-key="mean_cosine" data-value="{json.dumps(metrics["mean_cosine"])}"'
+    assert cell in html
+    assert "timed on input [1,3,64,64] float32 from evaluation data" in html
+    assert "p90 latency vs face_agreement" in html
+
 
 def test_embedder_gets_a_cosine_verdict_not_an_argmax(workdir):
     _factory_project(workdir, "embed", "embedder", 64)

@@ -134,10 +134,10 @@ def _lazy_model(spec: ModelSpec, digest: str, derived: DerivedStore | None, weig
     def mismatch(got: str) -> ModelError:
         if derived is not None:
             derived.forget_weights_digest(weights_key)  # the next run loads and records afresh
-        return ModelError(f"model {spec.name}: {spec.factory or spec.path} with {spec.checkpoint or 'its file'} now "
-                          f"gives other weights (digest {got[:12]}) than recorded for the same file "
-                          f"({digest[:12]}): the factory's code changed. Fix: run the command again (the "
-                          f"record is dropped)")
+        source = f"factory {spec.factory} with checkpoint {spec.checkpoint}" if spec.factory else f"module {spec.path}"
+        return ModelError(f"model {spec.name}: {source} now gives other weights (digest {got[:12]}) than were "
+                          f"recorded for the same file ({digest[:12]}): the code that builds it changed. Fix: run "
+                          f"the command again (the record is dropped)")
 
     return LazyModel(lambda: _load_checked(spec), digest, mismatch)
 

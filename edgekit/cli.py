@@ -207,9 +207,10 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
     for r in recipes:
         parse_recipe(r)
     spec = resolve_spec(spec_path, factory, checkpoint, model_path, inputs, calibration, evaluation, model_name)
-    ctx = prepare(spec)
+    workspace = _workspace(home, db)
+    ctx = prepare(spec, workspace)
     with RichEvents(quiet=as_json) as events:
-        built = run_compress(ctx, tuple(recipes) or prof.recipes, _workspace(home, db), events,
+        built = run_compress(ctx, tuple(recipes) or prof.recipes, workspace, events,
                              prof.select.constraints.get("max_accuracy_drop"), techniques=prof.techniques)
     if as_json:
         _emit_json({"model": spec.name, "variants": [{**v.to_dict(), "cached": c} for v, c in built]})
@@ -257,7 +258,7 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     # Connect first (writes nothing): an unreachable board or a refused key is reported in seconds,
     # before the model work; the device is written to (agent, lock) only once the model loads.
     with connect(target) as device:
-        ctx = pipeline.prepare(spec)
+        ctx = pipeline.prepare(spec, workspace)
         with device.locked(holder_name(command), wait_s), RichEvents(quiet=as_json) as events:
             result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, reuse, events, variant)
     if as_json:
@@ -334,8 +335,8 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
 
     targets = [load_target(name) for name in names]  # every file is checked before any device is touched
     prof = load_profile(profile_name)
-    ctx = pipeline.prepare(resolve_spec(*spec_args))
     workspace = _workspace(home, db)
+    ctx = pipeline.prepare(resolve_spec(*spec_args), workspace)
     progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
                         disable=as_json or not err.is_terminal)

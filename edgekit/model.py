@@ -30,6 +30,7 @@ class Dataset:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     axes: dict[str, int] = field(default_factory=dict)
+    _digest_memo: tuple[Any, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def axis(self, name: str) -> int:
         return self.axes.get(name, 0)
@@ -39,6 +40,18 @@ class Dataset:
         return int(self.inputs[name].shape[self.axis(name)])
 
     def digest(self) -> str:
+        """A content hash of the samples (and labels). It keys artifacts and reference outputs, so a
+        run asks for it many times: it is computed once for the same array objects (edgekit never
+        changes a dataset's arrays in place; replacing one recomputes it)."""
+        held = (tuple((k, v) for k, v in self.inputs.items()), self.labels, tuple(sorted(self.axes.items())))
+        memo = self._digest_memo
+        if memo is not None and _same_arrays(memo[0], held):
+            return memo[1]
+        digest = self._compute_digest()
+        self._digest_memo = (held, digest)
+        return digest
+
+    def _compute_digest(self) -> str:
         h = hashlib.sha256()
         for name in sorted(self.inputs):
             h.update(name.encode())
@@ -53,6 +66,13 @@ class Dataset:
         inputs = {k: np.take(v, np.arange(min(n, v.shape[self.axis(k)])), axis=self.axis(k))
                   for k, v in self.inputs.items()}
         return Dataset(inputs, labels, dict(self.axes))
+
+
+def _same_arrays(a: tuple[Any, Any, Any], b: tuple[Any, Any, Any]) -> bool:
+    """The same array objects under the same names, the same labels object, the same axes."""
+    (a_inputs, a_labels, a_axes), (b_inputs, b_labels, b_axes) = a, b
+    return (a_labels is b_labels and a_axes == b_axes and len(a_inputs) == len(b_inputs)
+            and all(ka == kb and va is vb for (ka, va), (kb, vb) in zip(a_inputs, b_inputs)))
 
 
 def import_entry(ref: str, what: str) -> Callable[..., Any]:
@@ -81,10 +101,10 @@ def _one_line(exc: BaseException) -> str:
 
 def load_torch_model(spec: ModelSpec):
     """The model as an eval-mode torch module, or None for an ONNX file (no torch original)."""
-    import torch
-
     if spec.is_onnx:
         return None
+    import torch
+
     if spec.factory:
         try:
             model = import_entry(spec.factory, "factory")()

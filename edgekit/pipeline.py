@@ -20,7 +20,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .compress import build_variant
-from .compress.context import BuildContext
+from .compress.context import BuildContext, LazyModel
+from .compress.derived import DerivedStore
 from .compress.parity import onnx_outputs
 from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
@@ -56,40 +57,101 @@ class Workspace:
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.home / "cache")
 
+    @property
+    def derived(self) -> DerivedStore:
+        """Weights digests per checkpoint file and reference outputs, beside the artifacts."""
+        return DerivedStore(self.home / "cache")
+
 
 # --------------------------------------------------------------------------- compress
 
 
-def prepare(spec: ModelSpec) -> BuildContext:
-    """Load and check model and data. Raises before anything is written anywhere."""
-    model = load_torch_model(spec)
-    check_model_accepts_inputs(model, spec)
+def prepare(spec: ModelSpec, workspace: Workspace | None = None) -> BuildContext:
+    """Load and check model and data. Raises before anything is written anywhere.
+
+    With a workspace, nothing is derived again from bytes it was derived from before: the
+    reference outputs come from the derived cache (keyed by the weights, the inputs and the
+    evaluation data's content), and when the weights are fixed by a file (a checkpoint, a .pt
+    module) whose hash was seen before, the model is not even loaded: it loads on first use, which
+    a run whose every artifact is cached never reaches. The digest recorded for that file keys the
+    artifacts exactly as a full load would.
+    """
+    derived = workspace.derived if workspace is not None else None
+    weights_key = derived.weights_key(spec) if derived is not None else None
+    known_digest = derived.weights_digest(weights_key) if derived is not None else None
+    model = None if known_digest is not None else _load_checked(spec)
     calibration = load_data(spec.calibration, spec, "calibration")
     evaluation = load_data(spec.evaluation, spec, "evaluation")
     metric = import_entry(spec.metric, "[data] metric") if spec.metric else None
-    if model is not None:
-        digest = weights_digest(model)
-        reference = reference_outputs(model, evaluation, spec) if evaluation else None
-    else:
+    cached: list[str] = []
+    if spec.is_onnx:
         assert spec.path is not None
         digest = file_sha256(spec.path)
-        try:
-            reference = onnx_outputs(spec.path, evaluation, spec) if evaluation else None
-        except EdgekitError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"model {spec.path.name} does not run on the declared inputs in onnxruntime "
-                             f"({' '.join(str(exc).split())[:300]}). Fix: check [model] inputs (edgekit inspect "
-                             f"{spec.path.name} lists what the graph expects)") from None
+    elif known_digest is not None:
+        digest = known_digest
+        cached.append("weights digest")
+    else:
+        digest = weights_digest(model)
+    reference, reference_key = None, None
+    if evaluation is not None:
+        if derived is not None:
+            reference_key = derived.reference_key(spec, digest, evaluation)
+            reference = derived.reference(reference_key)
+        if reference is not None:
+            cached.append("reference outputs")
+        elif spec.is_onnx:
+            reference = _onnx_reference(spec, evaluation)
+        else:
+            if model is None:
+                model = _lazy_model(spec, digest, derived, weights_key).get()
+            reference = reference_outputs(model, evaluation, spec)
     names = tuple(t.name for t in describe_onnx(spec.path).outputs) if spec.is_onnx else ()
-    ctx = BuildContext(spec, model, digest, calibration, evaluation, reference, metric=metric, output_names=names)
+    held = model if model is not None or spec.is_onnx else _lazy_model(spec, digest, derived, weights_key)
+    ctx = BuildContext(spec, held, digest, calibration, evaluation, reference, metric=metric, output_names=names,
+                       cached=tuple(cached))
     if evaluation is not None and reference is not None:
         bad = sum(int((~np.isfinite(r)).sum()) for r in reference if r.dtype.kind == "f")
         if bad:
             raise ModelError(f"the original model gives {bad} NaN or infinite output values on the evaluation data. "
                              f"Fix: check the model and the data; no variant can be judged against them")
         ctx.compare(reference)  # a user metric that fails, fails here, before any build
+    if derived is not None:  # only what passed every check above is kept
+        if model is not None and known_digest is None:  # hashed again: loading may have rewritten it
+            derived.save_weights_digest(derived.weights_key(spec), spec, digest)
+        if reference_key is not None and "reference outputs" not in cached:
+            derived.save_reference(reference_key, reference)
     return ctx
+
+
+def _load_checked(spec: ModelSpec) -> object | None:
+    """The torch model, proven to accept the declared inputs (None for an ONNX file)."""
+    model = load_torch_model(spec)
+    check_model_accepts_inputs(model, spec)
+    return model
+
+
+def _lazy_model(spec: ModelSpec, digest: str, derived: DerivedStore | None, weights_key: str | None) -> LazyModel:
+    def mismatch(got: str) -> ModelError:
+        if derived is not None:
+            derived.forget_weights_digest(weights_key)  # the next run loads and records afresh
+        source = f"factory {spec.factory} with checkpoint {spec.checkpoint}" if spec.factory else f"module {spec.path}"
+        return ModelError(f"model {spec.name}: {source} now gives other weights (digest {got[:12]}) than were "
+                          f"recorded for the same file ({digest[:12]}): the code that builds it changed. Fix: run "
+                          f"the command again (the record is dropped)")
+
+    return LazyModel(lambda: _load_checked(spec), digest, mismatch)
+
+
+def _onnx_reference(spec: ModelSpec, evaluation) -> list[np.ndarray]:
+    assert spec.path is not None
+    try:
+        return onnx_outputs(spec.path, evaluation, spec)
+    except EdgekitError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"model {spec.path.name} does not run on the declared inputs in onnxruntime "
+                         f"({' '.join(str(exc).split())[:300]}). Fix: check [model] inputs (edgekit inspect "
+                         f"{spec.path.name} lists what the graph expects)") from None
 
 
 def bench_feeds(ctx: BuildContext) -> tuple[dict[str, np.ndarray], str]:
@@ -109,8 +171,8 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
     target ISA picks the int8 defaults; `techniques` (the profile's [techniques] table) sets
     technique-step defaults."""
     if max_accuracy_drop is not None or isa is not None:
-        ctx = dataclasses.replace(ctx, max_accuracy_drop=ctx.max_accuracy_drop if max_accuracy_drop is None
-                                  else max_accuracy_drop, isa=ctx.isa if isa is None else tuple(isa))
+        ctx = ctx.replace(max_accuracy_drop=ctx.max_accuracy_drop if max_accuracy_drop is None
+                          else max_accuracy_drop, isa=ctx.isa if isa is None else tuple(isa))
     if techniques is not None:
         ctx.techniques = techniques
     store = workspace.artifacts

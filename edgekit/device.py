@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import documents
 from .bundle import agent_zipapp
 from .errors import DeviceError, UsageError
 from .spec import BenchSettings, Target, Variant, default_python
@@ -28,6 +29,8 @@ FIXES = {
     "out_of_memory": "choose a smaller variant or free memory on the device",
     "disk_full": "free space on the device or point the target's workdir elsewhere",
     "no_deployment": "deploy a variant first with edgekit deploy",
+    "bad_document": "run again; if it persists, the agent or the runtime on the device is broken",
+    "bad_output": "run again; if it persists, the runtime on the device is broken",
 }
 
 
@@ -97,6 +100,7 @@ class Device:
             if done.returncode != 0:
                 raise DeviceError(f"target {self.target.name}: the agent does not start with {self.python} "
                                   f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+        documents.validate("version", _parse(done.stdout), self.target.name)
         self._agent_ready = True
 
     def _push_agent(self) -> None:
@@ -145,6 +149,8 @@ class Device:
                                         "--holder", holder, "--wait-s", str(wait_s)])
         try:
             doc = _parse(session.readline(timeout=wait_s + 60))
+            if doc is not None:
+                documents.validate("lock", doc, self.target.name)
             if doc is None:
                 raise DeviceError(f"target {self.target.name}: could not take the device lock "
                                   f"({_last_line(session.stderr()) or 'no answer'})", kind="agent_crashed")
@@ -162,14 +168,22 @@ class Device:
             session.close()
 
     def agent(self, *args: str, timeout: float = 120) -> dict[str, Any]:
+        """The agent's answer to one command, checked (`documents.validate`) before anyone reads it."""
         self.ensure_agent()
         done = self.transport.run([self.python, self.agent_path, *args], timeout=timeout)
+        max_samples = _option_int(args, "--max-runs", documents.MAX_SAMPLES)
+        limit = max(documents.MAX_STDOUT_BYTES, 40 * max_samples)
+        if len(done.stdout or "") > limit:
+            raise DeviceError(f"target {self.target.name}: the agent's {args[0]} answer is "
+                              f"{len(done.stdout) / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB a document may be; "
+                              f"nothing from it was kept. Fix: {FIXES['bad_document']}", kind="bad_document")
         doc = _parse(done.stdout)
         if doc is None:
             raise DeviceError(f"target {self.target.name}: the agent exited {done.returncode} without a result "
                               f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+        documents.validate(args[0], doc, self.target.name, max_samples)
         if "error" in doc:
-            kind, message = doc["error"].get("kind", "internal"), doc["error"].get("message", "")
+            kind, message = doc["error"].get("kind", "internal"), (doc["error"].get("message") or "")[:500]
             fix = FIXES.get(kind)
             raise DeviceError(f"target {self.target.name}: {message}" + (f". Fix: {fix}" if fix else ""), kind=kind)
         return doc
@@ -329,14 +343,24 @@ def _device_outputs(path: Path, calls: int, target: str) -> list[np.ndarray]:
 
 
 def _parse(stdout: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.strip().splitlines()):
+    """The last line that is an agent document (a JSON object with a schema); its schema is
+    checked by `documents.validate`, so another version's answer is refused, not ignored."""
+    for line in reversed((stdout or "").strip().splitlines()):
         try:
             doc = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             continue
-        if isinstance(doc, dict) and doc.get("schema") == 1:
+        if isinstance(doc, dict) and "schema" in doc:
             return doc
     return None
+
+
+def _option_int(args: tuple[str, ...], option: str, default: int) -> int:
+    """The integer after `option` in an agent command line (what the host asked for)."""
+    try:
+        return int(args[args.index(option) + 1])
+    except (ValueError, IndexError):
+        return default
 
 
 def _last_line(text: str) -> str:

@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
 from .errors import EdgekitError, SpecError
+from .report.safe import cell, finite, printable
 from .spec import (ModelSpec, available, check_against_graph, emulated, graph_inputs, load_model_spec, load_profile,
                    load_target, parse_input)
 
@@ -35,8 +37,13 @@ err = _console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, markup=True)
     sys.exit(code)
+
+
+def _say(console: Console, message: str) -> None:
+    """One line of text that may hold device or user strings: never markup, never escapes."""
+    console.print(printable(message), highlight=False, markup=False)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,7 +52,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except EdgekitError as exc:
-            _fail(str(exc).replace("[", r"\["), exc.exit_code)
+            _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; results measured so far are kept in the store", 130)
     return wrapper
@@ -94,7 +101,7 @@ class RichEvents(_ProgressSteps):
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            err.print(message, highlight=False, markup=False)
+            _say(err, message)
 
 
 # --------------------------------------------------------------------------- shared options
@@ -163,7 +170,7 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
         from .examples import digits
 
         spec = digits.spec()
-        err.print(f"No model given: using the bundled example {spec.name} ({spec.source}).", highlight=False)
+        _say(err, f"No model given: using the bundled example {spec.name} ({spec.source}).")
     if model_name:
         spec = ModelSpec(**{**spec.__dict__, "name": model_name})
     return spec
@@ -176,7 +183,12 @@ def _workspace(home: Path, db: Path | None):
 
 
 def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    """Strict JSON on stdout: a non-finite number (a device's NaN output diff) is null, with a note."""
+    clean, count = finite(doc)
+    if count:
+        err.print(f"note: {count} non-finite number{'s' if count > 1 else ''} (NaN or infinity) printed as null",
+                  highlight=False, markup=False)
+    sys.stdout.write(json.dumps(clean, indent=2, default=str, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------- commands
@@ -252,15 +264,15 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     if command == "deploy":
         chosen = result.selection.chosen.variant
         smoke = result.smoke
-        out.print(f"Smoke test on {target.name}: passed ({smoke['samples']} samples, max |diff| "
-                  f"{smoke['max_abs_diff']:.3g} <= {smoke['allowed_max_abs_diff']:.3g})", highlight=False)
+        _say(out, f"Smoke test on {target.name}: passed ({smoke['samples']} samples, max |diff| "
+                  f"{smoke['max_abs_diff']:.3g} <= {smoke['allowed_max_abs_diff']:.3g})")
         deployed = result.status["models"][spec.name]
-        out.print(f"Installed {chosen.recipe} ({chosen.id}) on {target.name}: {deployed['path']}", highlight=False)
-        out.print(f"Results: {workspace.db_path} (run {result.run_id}). "
-                  f"Undo with: edgekit rollback --target {target.name}", highlight=False)
+        _say(out, f"Installed {chosen.recipe} ({chosen.id}) on {target.name}: {deployed['path']}")
+        _say(out, f"Results: {workspace.db_path} (run {result.run_id}). "
+                  f"Undo with: edgekit rollback --target {target.name}")
     elif result.selection.chosen is None and result.selection.emulated:
-        out.print(f"{target.name} runs under emulation: its timings are not latency figures, so no variant is "
-                  f"chosen there. The device parity column is what this target proves.", highlight=False)
+        _say(out, f"{target.name} runs under emulation: its timings are not latency figures, so no variant is "
+                  f"chosen there. The device parity column is what this target proves.")
     elif result.selection.chosen is None:
         sys.exit(4)
 
@@ -302,7 +314,7 @@ class FleetEvents(_ProgressSteps):
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.progress.console.print(f"{self.target}: {message}", highlight=False, markup=False)
+            _say(self.progress.console, f"{self.target}: {message}")
 
     def done(self, ok: bool) -> None:
         total = self.progress.tasks[self.task].total
@@ -346,11 +358,10 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
             out.print(compress_table(list(built.values())))
         for name, result in outcome.items():
             if name in failed:
-                out.print(f"{name}: FAILED: {result}", highlight=False, markup=False)
+                _say(out, f"{name}: FAILED: {result}")
             else:
                 out.print(selection_table(result.selection, name))
-        out.print(f"Profiled {len(outcome) - len(failed)} of {len(outcome)} targets; results: {workspace.db_path}",
-                  highlight=False)
+        _say(out, f"Profiled {len(outcome) - len(failed)} of {len(outcome)} targets; results: {workspace.db_path}")
     if failed:
         sys.exit(max(getattr(r, "exit_code", 1) for r in failed.values()))
 
@@ -401,14 +412,14 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
 
 def _print_status(doc: dict, target: str) -> None:
     if not doc["models"]:
-        out.print(f"{target}: nothing deployed under {doc['workdir']}", highlight=False)
+        _say(out, f"{target}: nothing deployed under {doc['workdir']}")
     for model, info in doc["models"].items():
         record = info.get("deployment") or {}
-        out.print(f"{target} · {model}: current {info['current'] or '-'} "
+        _say(out, f"{target} · {model}: current {info['current'] or '-'} "
                   f"({record.get('meta', {}).get('recipe', '?')}, installed {record.get('installed', '?')}); "
-                  f"previous {info['previous'] or '-'}", highlight=False)
+                  f"previous {info['previous'] or '-'}")
         if info.get("path"):
-            out.print(f"  {info['path']}", highlight=False)
+            _say(out, f"  {info['path']}")
 
 
 @main.command()
@@ -476,7 +487,7 @@ def targets_list(as_json) -> None:
         table.add_column(col)
     for t in found:
         host = "this machine" if t.transport == "local" else f"{t.user + '@' if t.user else ''}{t.host}"
-        table.add_row(t.name, t.transport, host, t.arch or "-", ", ".join(t.runtimes) or "-", t.source)
+        table.add_row(*map(cell, (t.name, t.transport, host, t.arch or "-", ", ".join(t.runtimes) or "-", t.source)))
     out.print(table)
 
 
@@ -499,7 +510,7 @@ def targets_show(name, as_json) -> None:
         return
     for key, value in doc.items():
         if value not in (None, "", [], ()):
-            out.print(f"{key:<16} {value}", highlight=False, markup=False)
+            _say(out, f"{key:<16} {value}")
 
 
 @targets.command("check")
@@ -545,9 +556,9 @@ def targets_check(name, as_json) -> None:
         lines.append(("emulated", f"yes, by {emulation.get('program')} on {emulation.get('host_machine')}: "
                                   "timings there are not latency figures"))
     for key, value in lines:
-        out.print(f"{key:<10} {value}", highlight=False, markup=False)
+        _say(out, f"{key:<10} {value}")
     for warning in warnings:
-        out.print(f"warning: {warning}", highlight=False, markup=False)
+        _say(out, f"warning: {warning}")
 
 
 @targets.command("trust")
@@ -643,7 +654,7 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
     else:
         _write(output, text)
-        err.print(f"Wrote {output}", highlight=False)
+        _say(err, f"Wrote {output}")
 
 
 @main.command()
@@ -675,7 +686,7 @@ def report(home, db, output, targets, runs, model, fmt_) -> None:
 
         path = output or Path("report.html")
         _write(path, render(rep))
-        out.print(f"Wrote {path} ({', '.join(t.target for t in rep.targets)})", highlight=False)
+        _say(out, f"Wrote {path} ({', '.join(t.target for t in rep.targets)})")
 
 
 def _significance_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -715,7 +726,7 @@ def compare(home, db, targets, runs, baseline, model, output, alpha, min_change,
     out.print(comparison_table(comparison))
     from .report.formats import verdict_line
 
-    out.print(verdict_line(comparison), highlight=False, markup=False)
+    _say(out, verdict_line(comparison))
 
 
 @main.command()
@@ -744,7 +755,7 @@ def check(home, db, target_name, run_id, max_p90_ms, max_accuracy_drop, baseline
                     "checks": [c.__dict__ for c in checks]})
     else:
         for c in checks:
-            out.print(("[green]PASS[/] " if c.ok else "[bold red]FAIL[/] ") + f"{c.name}: " + c.message.replace("[", r"\["),
+            out.print(("[green]PASS[/] " if c.ok else "[bold red]FAIL[/] ") + escape(printable(f"{c.name}: {c.message}")),
                       highlight=False)
     if failed:
         sys.exit(1)

@@ -107,6 +107,16 @@ class RichEvents(_ProgressSteps):
 # --------------------------------------------------------------------------- shared options
 
 
+def _remember_allow_pickle(ctx: click.Context, _param: Any, value: bool) -> None:
+    """--allow-pickle is kept on the click context for `resolve_spec` (not a parameter of every command)."""
+    ctx.meta["edgekit.allow_pickle"] = bool(value)
+
+
+def _allow_pickle() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get("edgekit.allow_pickle"))
+
+
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -118,6 +128,9 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--calibration", help="Calibration data: module:function or .npz."),
         click.option("--evaluation", help="Evaluation data (inputs, labels): module:function or .npz."),
         click.option("--name", "model_name", help="Model name (default: from the spec)."),
+        click.option("--allow-pickle", is_flag=True, expose_value=False, callback=_remember_allow_pickle,
+                     help="Let a pickled torch module (--model-path, or the spec's path) load: unpickling runs "
+                          "the code it holds, so only for files you trust."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -161,7 +174,7 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
         return ModelSpec(name=model_name or default_name, inputs=declared,
                          factory=factory, checkpoint=checkpoint.resolve() if checkpoint else None,
                          path=model_path.resolve() if model_path else None, calibration=calibration,
-                         evaluation=evaluation, source="flags")
+                         evaluation=evaluation, source="flags", allow_pickle=_allow_pickle())
     if spec_path is None and Path("edgekit.toml").is_file():
         spec_path = Path("edgekit.toml")
     if spec_path is not None:
@@ -173,6 +186,8 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
         _say(err, f"No model given: using the bundled example {spec.name} ({spec.source}).")
     if model_name:
         spec = ModelSpec(**{**spec.__dict__, "name": model_name})
+    if _allow_pickle() and not spec.allow_pickle:
+        spec = ModelSpec(**{**spec.__dict__, "allow_pickle": True})
     return spec
 
 

@@ -82,6 +82,7 @@ class ModelSpec:
     dynamic_batch: bool = False  # export ONNX with a symbolic batch dimension (shape[0] is the example)
     task: str | None = None  # "classification": the first output is class scores (top-1, label accuracy)
     metric: str | None = None  # module:function(reference, outputs, labels) -> float, higher is better
+    allow_pickle: bool = False  # a whole-module pickle at `path` may be unpickled (runs its code)
 
     @property
     def is_onnx(self) -> bool:
@@ -458,10 +459,13 @@ def load_model_spec(path: Path) -> ModelSpec:
     doc = read_toml(path)
     doc.unknown_keys({"model", "data"})
     model = doc.table("model")
-    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch", "task"})
+    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch", "task", "allow_pickle"})
     dynamic_batch = model.data.get("dynamic_batch", False)
     if not isinstance(dynamic_batch, bool):
         raise model.fail("dynamic_batch", f"expected true or false, got {dynamic_batch!r}", "write dynamic_batch = true")
+    allow_pickle = model.data.get("allow_pickle", False)
+    if not isinstance(allow_pickle, bool):
+        raise model.fail("allow_pickle", f"expected true or false, got {allow_pickle!r}", "write allow_pickle = true")
     task = model.text("task")
     if task is not None and task not in TASKS:
         raise model.fail("task", f"{task!r} is not known", f'use one of {", ".join(TASKS)}, or leave it out')
@@ -527,6 +531,7 @@ def load_model_spec(path: Path) -> ModelSpec:
         dynamic_batch=dynamic_batch,
         task=task,
         metric=metric,
+        allow_pickle=allow_pickle,
     )
 
 

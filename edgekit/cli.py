@@ -22,7 +22,7 @@ from . import __version__
 from .errors import EdgekitError, SpecError
 from .report.safe import cell, finite, printable
 from .spec import (ModelSpec, available, check_against_graph, emulated, graph_inputs, load_model_spec, load_profile,
-                   load_target, parse_input)
+                   load_target, model_name_problem, parse_input)
 
 def _console(stderr: bool) -> Console:
     """Tables stay one row per variant when piped: plain text is wide rather than wrapped."""
@@ -171,6 +171,11 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
                 check_against_graph(declared, model_path, flag_error)
             else:
                 declared = graph_inputs(model_path, flag_error, flags=True)
+        if model_name is None and model_name_problem(default_name):
+            raise SpecError(f"the model name would be {default_name!r}, taken from the "
+                            f"{'factory' if factory else 'file name'}, and {model_name_problem(default_name)}. "
+                            f"Fix: add --name NAME")
+        _check_name(model_name)
         return ModelSpec(name=model_name or default_name, inputs=declared,
                          factory=factory, checkpoint=checkpoint.resolve() if checkpoint else None,
                          path=model_path.resolve() if model_path else None, calibration=calibration,
@@ -184,11 +189,18 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
 
         spec = digits.spec()
         _say(err, f"No model given: using the bundled example {spec.name} ({spec.source}).")
-    if model_name:
+    if model_name is not None:
+        _check_name(model_name)
         spec = ModelSpec(**{**spec.__dict__, "name": model_name})
     if _allow_pickle() and not spec.allow_pickle:
         spec = ModelSpec(**{**spec.__dict__, "allow_pickle": True})
     return spec
+
+
+def _check_name(name: str | None, flag: str = "--name") -> None:
+    problem = model_name_problem(name) if name is not None else None
+    if problem:
+        raise SpecError(f"{flag} {problem}. Fix: e.g. {flag} detector-v2")
 
 
 def _workspace(home: Path, db: Path | None):
@@ -408,6 +420,7 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
     from .device import connect, holder_name
     from .results import ResultsStore
 
+    _check_name(model, "--model")
     target = load_target(target_name)
     with connect(target) as device, (device.locked(holder_name(action), wait_s) if action != "status"
                                      else nullcontext()):

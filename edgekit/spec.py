@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -262,6 +263,19 @@ class Measurement:
         if name == "energy_mj":
             return self.power.get("energy_per_inference_mj")
         return self.stats.get(name)
+
+
+# A model name becomes a folder on every device (deployments/<name>/) and a key in the store:
+# the agent takes letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def model_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a model, or None when it can (re.fullmatch: no trailing newline)."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
+        return (f"{name!r} is not a model name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                f"or digit (it names a folder on the device)")
+    return None
 
 
 # --------------------------------------------------------------------------- TOML reading
@@ -518,8 +532,12 @@ def load_model_spec(path: Path) -> ModelSpec:
     if len(set(names)) != len(names):
         raise model.fail("inputs", f"input names repeat: {names}", "give every input its own name")
 
+    name = model.text("name", required=True)
+    problem = model_name_problem(name)
+    if problem:
+        raise model.fail("name", problem, 'write e.g. name = "detector-v2"')
     return ModelSpec(
-        name=model.text("name", required=True),
+        name=name,
         inputs=inputs,
         factory=factory,
         checkpoint=checkpoint,

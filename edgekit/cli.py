@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -53,6 +54,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except EdgekitError as exc:
             _fail(str(exc), exc.exit_code)
+        except sqlite3.Error as exc:  # the store failed after it opened (ResultsStore reports the rest)
+            from .results import store_error
+
+            error = store_error(None, exc)
+            _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; results measured so far are kept in the store", 130)
     return wrapper
@@ -209,6 +215,12 @@ def _workspace(home: Path, db: Path | None):
     return Workspace(home=home, db_path=db or home / "results.db")
 
 
+def _check_store(workspace: Any) -> None:
+    from .results import check_store
+
+    check_store(workspace.db_path)
+
+
 def _emit_json(doc: Any) -> None:
     """Strict JSON on stdout: a non-finite number (a device's NaN output diff) is null, with a note."""
     clean, count = finite(doc)
@@ -277,6 +289,7 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
+    _check_store(workspace)  # a store that cannot keep the results fails now, not after compressing
     # Connect first (writes nothing): an unreachable board or a refused key is reported in seconds,
     # before the model work; the device is written to (agent, lock) only once the model loads.
     with connect(target) as device:
@@ -355,8 +368,10 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
 
     targets = [load_target(name) for name in names]  # every file is checked before any device is touched
     prof = load_profile(profile_name)
-    ctx = pipeline.prepare(resolve_spec(*spec_args))
+    spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
+    _check_store(workspace)
+    ctx = pipeline.prepare(spec)
     progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
                         disable=as_json or not err.is_terminal)
@@ -422,6 +437,8 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
 
     _check_name(model, "--model")
     target = load_target(target_name)
+    if action == "rollback":  # the switch is recorded: a store that cannot take it stops us before it
+        _check_store(_workspace(home, db))
     with connect(target) as device, (device.locked(holder_name(action), wait_s) if action != "status"
                                      else nullcontext()):
         if action == "status":

@@ -433,12 +433,14 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
     from contextlib import nullcontext
 
     from .device import connect, holder_name
+    from .pipeline import rollback
     from .results import ResultsStore
 
     _check_name(model, "--model")
     target = load_target(target_name)
+    workspace = _workspace(home, db)
     if action == "rollback":  # the switch is recorded: a store that cannot take it stops us before it
-        _check_store(_workspace(home, db))
+        _check_store(workspace)
     with connect(target) as device, (device.locked(holder_name(action), wait_s) if action != "status"
                                      else nullcontext()):
         if action == "status":
@@ -449,13 +451,13 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
                 raise SpecError(f"--model is needed: {target.name} has {len(deployed)} deployed models "
                                 f"({', '.join(deployed) or 'none'}). Fix: add --model NAME")
             model = deployed[0]
-        doc = device.rollback(model)
-    with ResultsStore(_workspace(home, db).db_path) as results:
-        results.record_deployment(None, target.name, model, doc["models"][model]["current"], "rollback", True)
-    return doc
+        with ResultsStore(workspace.db_path) as results:
+            return rollback(device, results, model)
 
 
 def _print_status(doc: dict, target: str) -> None:
+    if doc.get("note"):
+        _say(out, f"note: {doc['note']}")
     if not doc["models"]:
         _say(out, f"{target}: nothing deployed under {doc['workdir']}")
     for model, info in doc["models"].items():

@@ -202,6 +202,23 @@ class ResultsStore:
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (run_id, target, model, variant_id, action, int(ok), message, _now()))
 
+    def start_rollback(self, target: str, model: str, current: str | None, previous: str | None) -> int:
+        """The intent, committed before the device switches: `pending: CURRENT -> PREVIOUS`."""
+        with self.db:
+            cur = self.db.execute("INSERT INTO deployments (run_id, target, model, variant_id, action, ok, message, "
+                                  "created) VALUES (NULL, ?, ?, ?, 'rollback', 0, ?, ?)",
+                                  (target, model, previous, f"pending: {current} -> {previous}", _now()))
+        return int(cur.lastrowid)
+
+    def pending_rollback(self, target: str, model: str) -> sqlite3.Row | None:
+        """The newest rollback of `model` on `target` whose outcome was never recorded."""
+        return self.db.execute("SELECT * FROM deployments WHERE target=? AND model=? AND action='rollback' "
+                               "AND message LIKE 'pending: %' ORDER BY id DESC LIMIT 1", (target, model)).fetchone()
+
+    def finish_deployment(self, row_id: int, ok: bool, message: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE deployments SET ok=?, message=? WHERE id=?", (int(ok), message, row_id))
+
     def rows(self, sql: str, *args: Any) -> Iterator[sqlite3.Row]:
         return iter(self.db.execute(sql, args).fetchall())
 

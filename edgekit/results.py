@@ -7,6 +7,7 @@ nothing the device said is lost.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -224,7 +225,17 @@ class ResultsStore:
 
 
 def check_store(path: Path) -> None:
-    """Open, check writable and close: what deploy/profile/rollback do before their work."""
+    """What deploy/profile/rollback do before their work: an existing store is opened and its write
+    lock taken and dropped; a missing one is not created yet (bad input found later must leave
+    nothing behind), only the folder it would go in is checked."""
+    if not path.exists():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot create the results store {path}: {folder} is not a writable folder. Fix: "
+                             f"pass --db / --home to a writable place")
+        return
     with ResultsStore(path) as store:
         store.check_writable()
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .errors import EdgekitError, SpecError
+from .errors import EdgekitError, SpecError, UsageError
 from .report.safe import cell, finite, printable
 from .spec import (ModelSpec, available, check_against_graph, emulated, graph_inputs, load_model_spec, load_profile,
                    load_target, model_name_problem, parse_input)
@@ -60,7 +60,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             error = store_error(None, exc)
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; results measured so far are kept in the store", 130)
+            _fail("interrupted; measurements completed so far are kept in the store (a profile stores its "
+                  "variants once their last round ends)", 130)
     return wrapper
 
 
@@ -269,17 +270,32 @@ def compress(spec_path, factory, checkpoint, model_path, inputs, calibration, ev
         sys.exit(1)
 
 
+def reuse_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--force", is_flag=True, help="Kept for compatibility, does nothing: every variant is "
+                      "measured afresh unless --reuse is given.")(fn)
+    fn = click.option("--reuse", is_flag=True, help="Take every measurement from one earlier run on the target "
+                      "that measured all these variants with the same settings (marked as reused); if no run "
+                      "did, measure them all.")(fn)
+    return fn
+
+
+def _reuse(reuse: bool, force: bool) -> bool:
+    if reuse and force:
+        raise UsageError("--reuse and --force contradict each other (--force means: measure). Fix: drop one")
+    return reuse
+
+
 def _run_measure(pipeline: Any, command: str, ctx: Any, target: Any, prof: Any, device: Any, workspace: Any,
-                 force: bool, events: Any, variant: str | None = None) -> Any:
+                 reuse: bool, events: Any, variant: str | None = None) -> Any:
     if command == "deploy":
-        return pipeline.deploy(ctx, target, prof, device, workspace, force, events, variant)
-    result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", force, events)
+        return pipeline.deploy(ctx, target, prof, device, workspace, reuse, events, variant)
+    result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", reuse, events)
     results.close()
     return result
 
 
 def _measure_command(command: str, target_name: str, profile_name: str, spec_args: tuple, home: Path,
-                     db: Path | None, force: bool, as_json: bool, wait_s: float = 0.0,
+                     db: Path | None, reuse: bool, as_json: bool, wait_s: float = 0.0,
                      variant: str | None = None) -> None:
     from . import pipeline
     from .device import connect, holder_name
@@ -295,7 +311,7 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     with connect(target) as device:
         ctx = pipeline.prepare(spec)
         with device.locked(holder_name(command), wait_s), RichEvents(quiet=as_json) as events:
-            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, force, events, variant)
+            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, reuse, events, variant)
     if as_json:
         _emit_json(result.to_dict())
         return
@@ -323,20 +339,22 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
 @click.option("--profile", "profile_name", default="balanced", show_default=True)
 @model_options
 @workspace_options
-@click.option("--force", is_flag=True, help="Measure again even when the store holds the same measurement.")
+@reuse_options
 @click.option("--wait", "wait_s", type=float, default=0.0, is_flag=False, flag_value=600.0,
               help="If the device is busy with another run, wait for it (600 s, or the seconds given).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def profile(target_names, profile_name, spec_path, factory, checkpoint, model_path, inputs, calibration,
-            evaluation, model_name, home, db, force, wait_s, as_json) -> None:
-    """Compress, measure every variant on the target(s) and show which one the profile picks."""
+            evaluation, model_name, home, db, reuse, force, wait_s, as_json) -> None:
+    """Compress, measure every variant on the target(s) in interleaved rounds and show which one the
+    profile picks."""
+    reuse = _reuse(reuse, force)
     spec_args = (spec_path, factory, checkpoint, model_path, inputs, calibration, evaluation, model_name)
     names = list(dict.fromkeys(target_names))
     if len(names) == 1:
-        _measure_command("profile", names[0], profile_name, spec_args, home, db, force, as_json, wait_s)
+        _measure_command("profile", names[0], profile_name, spec_args, home, db, reuse, as_json, wait_s)
     else:
-        _profile_fleet(names, profile_name, spec_args, home, db, force, as_json, wait_s)
+        _profile_fleet(names, profile_name, spec_args, home, db, reuse, as_json, wait_s)
 
 
 class FleetEvents(_ProgressSteps):
@@ -362,7 +380,7 @@ class FleetEvents(_ProgressSteps):
 
 
 def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: Path, db: Path | None,
-                   force: bool, as_json: bool, wait_s: float) -> None:
+                   reuse: bool, as_json: bool, wait_s: float) -> None:
     from . import pipeline
     from .report.table import compress_table, selection_table
 
@@ -384,7 +402,7 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
     for t in targets:
         events_for(t.name)
     with progress:
-        outcome = pipeline.profile_fleet(ctx, targets, prof, workspace, force, wait_s, lines.__getitem__)
+        outcome = pipeline.profile_fleet(ctx, targets, prof, workspace, reuse, wait_s, lines.__getitem__)
         for name, result in outcome.items():
             lines[name].done(not isinstance(result, EdgekitError))
     failed = {name: r for name, r in outcome.items() if isinstance(r, EdgekitError)}
@@ -413,7 +431,7 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
 @click.option("--profile", "profile_name", default="balanced", show_default=True)
 @model_options
 @workspace_options
-@click.option("--force", is_flag=True, help="Measure again even when the store holds the same measurement.")
+@reuse_options
 @click.option("--wait", "wait_s", type=float, default=0.0, is_flag=False, flag_value=600.0,
               help="If the device is busy with another run, wait for it (600 s, or the seconds given).")
 @click.option("--variant", "variant", metavar="RECIPE",
@@ -422,10 +440,10 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def deploy(target_name, profile_name, spec_path, factory, checkpoint, model_path, inputs, calibration,
-           evaluation, model_name, home, db, force, wait_s, variant, as_json) -> None:
+           evaluation, model_name, home, db, reuse, force, wait_s, variant, as_json) -> None:
     """Compress, measure, choose, install and smoke-test the best variant on the target."""
     _measure_command("deploy", target_name, profile_name, (spec_path, factory, checkpoint, model_path, inputs,
-                     calibration, evaluation, model_name), home, db, force, as_json, wait_s, variant)
+                     calibration, evaluation, model_name), home, db, _reuse(reuse, force), as_json, wait_s, variant)
 
 
 def _device_command(target_name: str, action: str, model: str | None, home: Path, db: Path | None,

@@ -173,6 +173,12 @@ def _bench(c: _Checker, doc: dict, max_samples: int) -> None:
     window = c.section(doc, "window", p, required=False)
     c.integer(window, "runs", f"{p}.window", required=False)
     c.figure(window, "seconds", f"{p}.window", required=False)
+    load = c.section(doc, "load", p, required=False)  # CPU other processes used while measuring
+    c.figure(load, "other_cpu", f"{p}.load", required=False)
+    if isinstance(load.get("other_cpu"), (int, float)) and load["other_cpu"] > 1:
+        raise c.fail(f"{p}.load.other_cpu", f"is {load['other_cpu']}, not a fraction of the CPU (0..1)")
+    c.integer(load, "cores", f"{p}.load", required=False)
+    c.text(load, "reason", f"{p}.load")
     rate = c.section(doc, "rate", p, required=False)
     for key in ("rate_hz", "period_ms", "missed_fraction"):
         c.figure(rate, key, f"{p}.rate", required=False)

@@ -185,12 +185,33 @@ class ResultsStore:
             self.db.execute("INSERT OR REPLACE INTO run_variants (run_id, target, variant_id, measurement_id) "
                             "VALUES (?, ?, ?, ?)", (run_id, target, variant_id, measurement_id))
 
-    def find_measurement(self, target: str, sha256: str, settings_key: str) -> Measurement | None:
-        """The newest successful measurement of this artifact on this device with these settings."""
-        row = self.db.execute(
-            "SELECT * FROM measurements WHERE target=? AND sha256=? AND settings_key=? AND status='ok' "
-            "ORDER BY id DESC LIMIT 1", (target, sha256, settings_key)).fetchone()
-        return _measurement(row) if row else None
+    def comparable_run(self, target: str, sha256s: list[str], settings_key: str,
+                       parity_data: dict[str, Any] | None, before_run: int | None = None
+                       ) -> tuple[int, dict[str, Measurement]] | None:
+        """The newest run on `target` (before `before_run`) that measured every artifact in `sha256s`
+        successfully with these settings and parity data: (its id, {sha256: measurement}), or None.
+
+        All or nothing: measurements from different runs were taken under different conditions,
+        so a ranking never mixes them.
+        """
+        wanted = set(sha256s)
+        if not wanted:
+            return None
+        marks = ", ".join("?" * len(wanted))
+        rows = self.db.execute(
+            f"SELECT * FROM measurements WHERE target=? AND settings_key=? AND status='ok' AND sha256 IN ({marks})"
+            + (" AND run_id<?" if before_run is not None else "") + " ORDER BY run_id DESC, id DESC",
+            (target, settings_key, *sorted(wanted), *([before_run] if before_run is not None else []))).fetchall()
+        by_run: dict[int, dict[str, Measurement]] = {}
+        for row in rows:
+            found = by_run.setdefault(row["run_id"], {})
+            if row["sha256"] not in found:  # the newest of that run
+                found[row["sha256"]] = _measurement(row)
+        for run_id in sorted(by_run, reverse=True):
+            found = by_run[run_id]
+            if set(found) == wanted and all(m.document.get("parity_data") == parity_data for m in found.values()):
+                return run_id, found
+        return None
 
     def measurements(self, run_id: int) -> list[Measurement]:
         rows = self.db.execute("SELECT * FROM measurements WHERE run_id=? ORDER BY id", (run_id,))

@@ -1,8 +1,10 @@
 """Constraints + objective -> the chosen variant, with a reason for every other one.
 
-Pure: variants and measurements in, a Selection out. When the best latency is within noise of
-others (their medians' 95 % intervals overlap), the smallest artifact among them wins, so the
-choice does not flip between runs on a noisy device.
+Pure: variants and measurements in, a Selection out. Latency is ranked by the paired ratios
+against the run's baseline variant when every candidate has one (measured in the same interleaved
+rounds, so what drifted between rounds cancels), else by the figure itself. When the best is
+within noise of others (their ratios' 95 % intervals overlap; without ratios, their medians'),
+the smallest artifact among them wins, so the choice does not flip between runs on a noisy device.
 
 Two facts from the device outrank any figure: a variant whose outputs on the device differ from
 the host's beyond what the same artifact allows there is rejected, and timings taken under
@@ -122,6 +124,80 @@ def _ci(m: Measurement) -> tuple[float, float] | None:
     return (float(ci[0]), float(ci[1])) if ci and len(ci) == 2 else None
 
 
+Ratio = tuple[float, tuple[float, float], str]  # median ratio, its 95 % CI, the baseline recipe
+
+
+def _ratio(m: Measurement, objective: str) -> Ratio | None:
+    paired = m.paired
+    stat = (paired.get("stats") or {}).get(objective) or {}
+    ci = stat.get("ci95")
+    if not isinstance(stat.get("ratio"), (int, float)) or not ci or len(ci) != 2 or not paired.get("baseline"):
+        return None
+    return float(stat["ratio"]), (float(ci[0]), float(ci[1])), str(paired["baseline"])
+
+
+def _paired(rows: list[Row], objective: str) -> dict[int, Ratio] | None:
+    """Every row's ratio, when all have one against the same baseline; else None (rank by figures)."""
+    found = {id(r): _ratio(r.measurement, objective) for r in rows}
+    if any(v is None for v in found.values()) or len({v[2] for v in found.values()}) != 1:
+        return None
+    return found  # type: ignore[return-value]
+
+
+def _ratio_text(objective: str, ratio: Ratio) -> str:
+    value, (lo, hi), baseline = ratio
+    return f"{objective} ratio {value:.2f} [{lo:.2f}, {hi:.2f}] vs {baseline}"
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _rank_by_ratio(feasible: list[Row], objective: str, ratios: dict[int, Ratio]) -> None:
+    feasible.sort(key=lambda r: (ratios[id(r)][0], r.variant.size_bytes))
+    best = ratios[id(feasible[0])]
+    tied = [r for r in feasible if r is feasible[0] or _overlap(ratios[id(r)][1], best[1])]
+    winner = min(tied, key=lambda r: (r.variant.size_bytes, ratios[id(r)][0]))
+    winner.status = "chosen"
+    mine = _ratio_text(objective, ratios[id(winner)])
+    if len(tied) > 1:
+        others = ", ".join(r.variant.recipe for r in tied if r is not winner)
+        winner.reason = (f"lowest {objective} within noise of {others} (paired ratio CIs overlap); smallest "
+                         f"artifact; {mine}")
+    else:
+        winner.reason = f"lowest {objective} meeting every constraint; {mine}"
+    for r in feasible:
+        if r is not winner:
+            delta = (ratios[id(r)][0] / ratios[id(winner)][0] - 1) * 100 if ratios[id(winner)][0] else 0.0
+            r.reason = (f"{objective} {delta:+.0f}% vs chosen; {_ratio_text(objective, ratios[id(r)])}"
+                        + ("; within noise but larger" if r in tied else ""))
+
+
+def _rank_by_figure(feasible: list[Row], objective: str) -> None:
+    """Without paired ratios (one round, measurements from an older store): the figures and their CIs."""
+    feasible.sort(key=lambda r: (r.objective, r.variant.size_bytes))
+    best = feasible[0]
+    tied = [best]
+    if objective in LATENCY_OBJECTIVES and _ci(best.measurement):
+        lo_best, hi_best = _ci(best.measurement)
+        for r in feasible[1:]:
+            ci = _ci(r.measurement)
+            if ci and ci[0] <= hi_best and lo_best <= ci[1]:
+                tied.append(r)
+    winner = min(tied, key=lambda r: (r.variant.size_bytes, r.objective))
+    winner.status = "chosen"
+    if len(tied) > 1:
+        others = ", ".join(r.variant.recipe for r in tied if r is not winner)
+        winner.reason = f"lowest {objective} within noise of {others} (median CIs overlap); smallest artifact"
+    else:
+        winner.reason = f"lowest {objective} meeting every constraint"
+    for r in feasible:
+        if r is not winner:
+            delta = (r.objective / winner.objective - 1) * 100 if winner.objective else 0.0
+            r.reason = (f"{objective} {delta:+.0f}% vs chosen" +
+                        ("; within noise but larger" if r in tied else ""))
+
+
 def select(variants: list[Variant], measurements: dict[str, Measurement], settings: SelectSettings) -> Selection:
     objective = settings.objective
     rows: list[Row] = []
@@ -156,27 +232,11 @@ def select(variants: list[Variant], measurements: dict[str, Measurement], settin
             feasible.append(row)
 
     if feasible:
-        feasible.sort(key=lambda r: (r.objective, r.variant.size_bytes))
-        best = feasible[0]
-        tied = [best]
-        if objective in LATENCY_OBJECTIVES and _ci(best.measurement):
-            lo_best, hi_best = _ci(best.measurement)
-            for r in feasible[1:]:
-                ci = _ci(r.measurement)
-                if ci and ci[0] <= hi_best and lo_best <= ci[1]:
-                    tied.append(r)
-        winner = min(tied, key=lambda r: (r.variant.size_bytes, r.objective))
-        winner.status = "chosen"
-        if len(tied) > 1:
-            others = ", ".join(r.variant.recipe for r in tied if r is not winner)
-            winner.reason = f"lowest {objective} within noise of {others} (median CIs overlap); smallest artifact"
+        ratios = _paired(feasible, objective) if objective in LATENCY_OBJECTIVES else None
+        if ratios is not None:
+            _rank_by_ratio(feasible, objective, ratios)
         else:
-            winner.reason = f"lowest {objective} meeting every constraint"
-        for r in feasible:
-            if r is not winner:
-                delta = (r.objective / winner.objective - 1) * 100 if winner.objective else 0.0
-                r.reason = (f"{objective} {delta:+.0f}% vs chosen" +
-                            ("; within noise but larger" if r in tied else ""))
+            _rank_by_figure(feasible, objective)
     return Selection(objective, rows)
 
 

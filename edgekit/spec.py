@@ -26,6 +26,7 @@ FIDELITY = ("max_accuracy_drop", "min_top1_agreement", "min_cosine", "max_abs_di
 CONSTRAINTS = FIDELITY + ("max_peak_rss_mb", "max_p90_ms", "max_size_mb")
 TASKS = ("classification",)
 TRANSPORTS = ("local", "ssh")
+MAX_ROUNDS = 100
 
 
 # --------------------------------------------------------------------------- data classes
@@ -125,6 +126,7 @@ class BenchSettings:
     cooldown_c: float | None = None  # wait until the hottest thermal zone is at most this
     rate_hz: float | None = None  # call at a fixed rate (a camera) instead of back to back
     parity_samples: int = 64  # evaluation samples run on the device to compare with the host (0: skip)
+    rounds: int = 3  # interleaved rounds per ranking: each round one fresh agent process per variant
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -239,6 +241,7 @@ class Measurement:
     settings_key: str = ""
     document: dict[str, Any] = field(default_factory=dict)
     reused: bool = False  # taken from the store instead of measured in this run
+    reused_from: int | None = None  # the run that measured it, when reused
     store_id: int | None = None  # its row in the results store, once saved
 
     @property
@@ -250,6 +253,11 @@ class Measurement:
     def emulated(self) -> bool:
         """Measured under user-mode emulation (qemu): the timings are the emulator's, not the board's."""
         return emulated(self.document)
+
+    @property
+    def paired(self) -> dict[str, Any]:
+        """Per-round latency ratios against the run's baseline variant (`rounds.paired_ratios`)."""
+        return self.document.get("paired") or {}
 
     @property
     def parity(self) -> dict[str, Any]:
@@ -662,7 +670,12 @@ def load_profile(name: str) -> Profile:
         cooldown_c=bench.number("cooldown_c", None, minimum=0.0),
         rate_hz=bench.number("rate_hz", None, minimum=0.001),
         parity_samples=bench.number("parity_samples", d.parity_samples, minimum=0, integer=True),
+        rounds=bench.number("rounds", d.rounds, minimum=1, integer=True),
     )
+
+    if settings.rounds > MAX_ROUNDS:
+        raise bench.fail("rounds", f"expected 1..{MAX_ROUNDS}, got {settings.rounds}: every round starts a fresh "
+                         f"agent process per variant", f"write rounds = {d.rounds}")
 
     select = doc.table("select")
     select.unknown_keys({"objective", "constraints"})

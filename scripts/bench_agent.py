@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import OtherLoad, host_description, write_section  # noqa: E402
 
 BARE = r"""
 import sys, time, numpy as np, onnxruntime as ort
@@ -110,18 +112,15 @@ def measure(name: str, agent: Path, model: Path, rounds: int, threads: int, min_
             "cv_agent": cv(agent_meds), "cv_bare": cv(bare_meds), "rounds": rounds}
 
 
-def write_section(rows: list[dict], args) -> None:
-    import onnxruntime
-
+def section(rows: list[dict], args, load) -> str:
     lines = [
-        "<!-- bench:agent -->",
         "## Agent harness overhead (`scripts/bench_agent.py`)",
         "",
         f"Agent `bench` median vs a bare `session.run` loop on the same ONNX artifact, each in a fresh process, "
         f"interleaved in one run ({args.rounds} rounds, {args.threads} thread(s), min_s={args.min_s}, power off). "
         f"Ratio = agent median / bare median (goal <= 1.02); CV = spread of the median over the rounds. "
-        f"{platform.machine()}, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}; "
-        f"shared 2-core machine, so absolute times are indicative only.",
+        f"Host: {host_description(runtimes=('onnxruntime',))}; while it ran, {load.describe()} (shared machine, so absolute "
+        f"times are indicative only).",
         "",
         "| model | agent p50 ms | bare p50 ms | ratio (median) | ratio range | CV agent median | CV bare median |",
         "|---|---|---|---|---|---|---|",
@@ -130,14 +129,8 @@ def write_section(rows: list[dict], args) -> None:
         lines.append(f"| {r['name']} | {r['agent_ms']:.4f} | {r['bare_ms']:.4f} | {r['ratio']:.3f} | "
                      f"{r['ratio_min']:.3f}-{r['ratio_max']:.3f} | {r['cv_agent']:.1%} | {r['cv_bare']:.1%} |")
     lines += ["", f"Command: `.venv/bin/python scripts/bench_agent.py --rounds {args.rounds} --min-s {args.min_s} "
-                  f"--threads {args.threads}`", "<!-- /bench:agent -->"]
-    section = "\n".join(lines)
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"<!-- bench:agent -->.*?<!-- /bench:agent -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-    print(section)
+                  f"--threads {args.threads}` · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -153,8 +146,12 @@ def main() -> None:
         agent = write_agent(tmp / "edgekit-agent.pyz")
         models = {"mobilenet-like 1x3x96x96": mobilenet_like(tmp / "mobilenet.onnx"),
                   "digits CNN 1x1x8x8": digits_fp32(tmp)}
-        rows = [measure(name, agent, model, args.rounds, args.threads, args.min_s) for name, model in models.items()]
-    write_section(rows, args)
+        with OtherLoad() as load:
+            rows = [measure(name, agent, model, args.rounds, args.threads, args.min_s)
+                    for name, model in models.items()]
+    text = section(rows, args, load)
+    write_section("agent", text)
+    print(text)
 
 
 if __name__ == "__main__":

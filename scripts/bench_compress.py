@@ -10,8 +10,6 @@ so machine noise hits them alike. Writes its section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import statistics
 import sys
 import tempfile
@@ -22,6 +20,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import BENCHMARKS, OtherLoad, host_description, section_rows, write_section  # noqa: E402
 
 ALL = ("onnx:fp32", "onnx:fp16", "onnx:int8-dynamic", "onnx:int8-static", "onnx:int8-static?types=u8u8",
        "onnx:int8-static?calibration=entropy", "onnx:int8-mixed", "torchscript:fp32", "torchscript:int8",
@@ -187,13 +188,16 @@ def bench(name: str, spec, recipes, args, home: Path) -> list[str]:
     return rows
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"<!-- bench:compress -->\n{text}\n<!-- /bench:compress -->"
-    pattern = re.compile(r"<!-- bench:compress -->.*?<!-- /bench:compress -->", re.S)
-    doc = pattern.sub(lambda _: section, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + section + "\n"
-    path.write_text(doc)
+HEADER = "| model | recipe | MB | size ratio | ms | latency ratio | accuracy % | drop pts | top-1 agree % / cosine |"
+
+
+def previous_rows(rows: list[str], path: Path = BENCHMARKS) -> list[str]:
+    """The rows of the last run's compress table for models this run did not measure. Only this
+    section's rows, and only rows shaped like its table: the deploy and agent tables above it in
+    BENCHMARKS.md are not compress rows."""
+    mine = {r.split("|")[1] for r in rows}
+    return [line for line in section_rows("compress", path)
+            if line.count("|") == HEADER.count("|") and line.split("|")[1] not in mine]
 
 
 def main() -> None:
@@ -210,7 +214,7 @@ def main() -> None:
     sys.modules.setdefault("bench_compress", sys.modules[__name__])
     sys.path.insert(0, str(Path(__file__).parent))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, OtherLoad() as load:
         if args.only in (None, "digits"):
             rows += bench("digits CNN 8x8", digits.spec(), ALL, args, Path(tmp) / "digits")
         if args.only in (None, "mobilenet"):
@@ -219,32 +223,27 @@ def main() -> None:
                              evaluation="bench_compress:mnv2_evaluation")
             mnv2 = tuple(r for r in ALL if r != "onnx:int8-mixed")  # per-layer search over 52 convs: too slow here
             rows += bench("MobileNetV2 224", spec, mnv2, args, Path(tmp) / "mnv2")
-    import platform
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     text = "\n".join([
         "## Compression recipes (`scripts/bench_compress.py`)",
         "",
-        f"Host: {cpu}, {os.cpu_count()} cores (shared, noisy), {args.threads} threads, Python {platform.python_version()}. "
+        f"Host: {host_description()}; while it ran, {load.describe()} (shared, noisy). {args.threads} threads. "
         f"Latency: median of {args.rounds} interleaved rounds x {args.runs} runs, batch 1, each format's own runtime; "
         "ratio to ONNX fp32 of the same model in the same run. Accuracy: digits on its 500-sample held-out split; "
         "MobileNetV2 has random weights (no labels), so only parity: top-1 agreement / mean cosine with torch on 16 "
         "crops of scikit-learn's sample photos (drop = 1 - agreement).",
         "",
         f"Command: `.venv/bin/python scripts/bench_compress.py --rounds {args.rounds} --runs {args.runs} "
-        f"--threads {args.threads}`",
+        f"--threads {args.threads}{' --only ' + args.only if args.only else ''}` · "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
-        "| model | recipe | MB | size ratio | ms | latency ratio | accuracy % | drop pts | top-1 agree % / cosine |",
+        HEADER,
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ])
     if args.only:  # keep the other model's rows from the last full run
-        old = (ROOT / "BENCHMARKS.md").read_text() if (ROOT / "BENCHMARKS.md").exists() else ""
-        mine = {r.split("|")[1] for r in rows}
-        kept = [line for line in old.split("<!-- /bench:compress -->")[0].splitlines()
-                if line.startswith("| ") and not line.startswith("| model") and line.split("|")[1] not in mine]
+        kept = previous_rows(rows)
         text += "\n" + "\n".join(kept) + f"\n\n(`--only {args.only}` re-ran {args.only}; other rows from the previous run)"
-    write_section(text)
+    write_section("compress", text)
     print(text)
 
 

@@ -5,7 +5,7 @@
   on-device smoke test, switch `current` - everything except measuring, which a warm run reuses.
   Compared with the same warm re-deploy on the `local` target in the same run (A B A B).
 - agent first push: `ensure_agent` with no agent on the device vs with it there (A B A B).
-- fleet: wall time of profiling 1 device vs 4 devices at once, short workload, --force.
+- fleet: wall time of profiling 1 device vs 4 devices at once, short workload, measured afresh.
 
 Writes its section of BENCHMARKS.md. Usage: .venv/bin/python scripts/bench_deploy.py [--reps N]
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -24,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import OtherLoad, host_description, write_section  # noqa: E402
 
 SHORT = """
 [build]
@@ -69,6 +71,7 @@ def main() -> int:
     from edgekit.spec import load_profile, load_target
 
     devices: list[TestDevice] = []
+    load = OtherLoad().start()  # stopped while the devices live: their sshd trees count as ours
     try:
         names = []
         for i, persona in enumerate(["jetson-like", "phone-like", "jetson-like", "phone-like"]):
@@ -87,7 +90,7 @@ def main() -> int:
             target = load_target(name)
             start = time.perf_counter()
             with connect(target) as device, device.locked(holder_name("bench"), 0):
-                result = pipeline.deploy(ctx, target, prof, device, workspace)
+                result = pipeline.deploy(ctx, target, prof, device, workspace, reuse=True)
             elapsed = time.perf_counter() - start
             assert result.smoke["passed"]
             return elapsed
@@ -114,60 +117,50 @@ def main() -> int:
                     bucket.append(time.perf_counter() - start)
         print(f"agent: first push {median(push_cold):.2f}s, present {median(push_warm):.2f}s", flush=True)
 
-        # Fleet: 1 vs 4 devices, measuring every time (--force).
+        # Fleet: 1 vs 4 devices, measuring every time (the default).
         fleet_targets = [load_target(n) for n in names]
         one, four = [], []
         for _ in range(max(2, args.reps // 2)):
             for bucket, chosen in ((one, fleet_targets[:1]), (four, fleet_targets)):
                 start = time.perf_counter()
-                outcome = pipeline.profile_fleet(ctx, chosen, prof, workspace, force=True)
+                outcome = pipeline.profile_fleet(ctx, chosen, prof, workspace)
                 bucket.append(time.perf_counter() - start)
                 failed = [n for n, r in outcome.items() if isinstance(r, Exception)]
                 assert not failed, {n: str(outcome[n]) for n in failed}
         print(f"fleet: 1 device {median(one):.2f}s, 4 devices {median(four):.2f}s", flush=True)
+        load.stop()
     finally:
         for device in devices:
             device.stop()
             shutil.rmtree(device.base, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    cores = len(os.sched_getaffinity(0))
-    load = os.getloadavg()[0]
     table = "\n".join([
         "## Deploy over SSH (`scripts/bench_deploy.py`)",
         "",
         f"Real OpenSSH test devices on loopback (tests/devices.py), digits CNN, ONNX fp32 + int8; "
-        f"{args.reps} interleaved repetitions, medians. Host: {cores} cores, load average {load:.1f} while running "
-        f"(shared machine: compare ratios, not absolute seconds).",
+        f"{args.reps} interleaved repetitions, medians. Host: {host_description(runtimes=('onnxruntime',))}; "
+        f"while it ran, {load.describe()} (shared machine: compare ratios, not absolute seconds).",
         "",
         "| what | median s | baseline (same run) | ratio |",
         "|---|---:|---|---:|",
-        f"| warm re-deploy over SSH (connect → lock → probe → reuse measurements → install → smoke test → switch) "
+        f"| warm re-deploy over SSH (connect → lock → probe → --reuse measurements → install → smoke test → switch) "
         f"| {median(warm_ssh):.2f} | same on `local`: {median(warm_local):.2f} s | {median(warm_ssh) / median(warm_local):.2f} |",
         f"| agent first push (put + verify + `version`) | {median(push_cold):.2f} | agent already there: "
         f"{median(push_warm):.2f} s | {median(push_cold) / median(push_warm):.2f} |",
-        f"| profile 4 devices at once (short workload, --force) | {median(four):.2f} | 1 device: {median(one):.2f} s "
+        f"| profile 4 devices at once (short workload, measured afresh) | {median(four):.2f} | 1 device: {median(one):.2f} s "
         f"| {median(four) / median(one):.2f} |",
         "",
         f"Goal for the warm re-deploy: ≤ 2 s of overhead. Measured: {median(warm_ssh):.2f} s "
         f"({'met' if median(warm_ssh) <= 2 else 'not met on this loaded machine'}). Host-side model loading "
         f"(`prepare`) is excluded: it is the same for every target.",
+        "",
+        f"Command: `.venv/bin/python scripts/bench_deploy.py --reps {args.reps}` · "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
     ])
-    write_section(Path(args.output), "deploy", table)
+    write_section("deploy", table, Path(args.output))
     print(table)
     return 0
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace only this benchmark's section, so parallel branches merge cleanly."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in text and end in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import statistics
 import sys
 import time
@@ -28,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import OtherLoad, host_description, write_section  # noqa: E402
+
 BASELINE = "onnx:fp32"
 RECIPES = [  # kd rows also report the same student trained without the teacher
     BASELINE,
@@ -77,36 +79,10 @@ def latency_ratios(paths: dict[str, str], x: np.ndarray, threads: int, rounds: i
     return out
 
 
-def _busy_jiffies() -> tuple[int, int]:
-    """(busy CPU time of the whole machine, of this process), in clock ticks, from /proc."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-    own = [int(v) for v in Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:13]]
-    return busy, sum(own)
-
-
-def other_load(before: tuple[int, int], after: tuple[int, int], seconds: float) -> float:
-    """Cores' worth of CPU that other processes used while this one timed (0 = the machine was ours)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / ticks / max(seconds, 1e-9))
-
-
 def _gzip(path: str) -> int:
     import gzip
 
     return len(gzip.compress(Path(path).read_bytes(), compresslevel=6))
-
-
-def write_section(markdown: str, name: str = "techniques") -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{begin}\n{markdown.rstrip()}\n{end}"
-    if begin in text and end in text:
-        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main() -> int:
@@ -145,9 +121,8 @@ def main() -> int:
         print(f"built {r} in {time.time() - t:.0f}s{' (cached)' if cached else ''}: "
               f"accuracy {v.metrics['accuracy']:.4f}", file=sys.stderr)
     x = ctx.evaluation.inputs["input"]
-    jiffies, t_lat = _busy_jiffies(), time.time()
-    lat = latency_ratios({r: v.path for r, v in built.items()}, x, args.threads, args.rounds, args.runs)
-    others = other_load(jiffies, _busy_jiffies(), time.time() - t_lat)
+    with OtherLoad() as load:
+        lat = latency_ratios({r: v.path for r, v in built.items()}, x, args.threads, args.rounds, args.runs)
 
     base = built[BASELINE]
     rows = []
@@ -189,8 +164,8 @@ def main() -> int:
         f"sees the same images) unless the recipe says otherwise; accuracy on a third, disjoint split of {len(x)} digits, end to end through the exported "
         f"artifact, against the original model's {base.metrics['reference_accuracy']:.2%}. Latency: ONNX Runtime "
         f"{args.threads} thread(s), batch 1, {args.rounds} interleaved rounds of {args.runs} inferences; ratio = median "
-        f"over rounds of (variant median / `{BASELINE}` median in the same round). Shared 2-core AMD EPYC (AVX2, "
-        f"no VNNI); while timing, other processes used {others:.2f} cores on average (measured from /proc/stat). Other "
+        f"over rounds of (variant median / `{BASELINE}` median in the same round). Host (shared): "
+        f"{host_description(runtimes=('onnxruntime', 'torch'))}; while timing, {load.describe()}. Other "
         f"work, in this VM or on its shared host (periods of it come and go even when nothing else runs in the VM), "
         f"slows the int8 kernels much more than the fp32 ones: the int8 rows' per-round ratios then move up, as the "
         f"p10-p90 column shows. Ratio and goal use the median over all rounds.",
@@ -214,7 +189,7 @@ def main() -> int:
     print(markdown)
     print(json.dumps(rows, default=str), file=sys.stderr)
     if not args.no_write:
-        write_section(markdown)
+        write_section("techniques", markdown)
     return 0
 
 

@@ -86,7 +86,7 @@ def test_agent_benches_on_python38(agent, built, tmp_path):
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0, doc
     assert doc["latency"]["n"] >= 30 and doc["runtime"]["name"] == "onnxruntime"
-    assert "available" in doc["power"] and "before" in doc["thermal"]
+    assert "available" in doc["power"] and "before" in doc["thermal"] and "other_cpu" in doc["load"]
     np.savez(tmp_path / "in.npz", input=np.zeros((2, 1, 1, 8, 8), np.float32))
     proc = subprocess.run([PY38, str(agent), "run", "--artifact", v.path, "--runtime", "onnxruntime", "--inputs",
                            str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "out.npz")],
@@ -125,6 +125,8 @@ def test_bench_measures_a_real_model(agent, built):
     assert doc["cold"]["load_ms"] > 0 and doc["cold"]["first_inference_ms"] > 0
     assert doc["memory"]["peak_rss_mb"] >= doc["memory"]["peak_rss_mb_before_load"] > 0
     assert doc["inputs"] == [{"name": "input", "shape": [1, 1, 8, 8], "dtype": "float32"}]
+    # What other processes took of the usable cores during the window (a share; this machine is shared).
+    assert 0.0 <= doc["load"]["other_cpu"] <= 1.0 and doc["load"]["cores"] == len(os.sched_getaffinity(0))
 
 
 def test_run_returns_the_models_outputs(agent, built, tmp_path):

@@ -79,24 +79,32 @@ def test_profile_and_deploy_on_pi_arm_report_parity_per_variant_and_never_rank_e
         assert parity["top1_agreement"] >= parity["host_top1_agreement"] - 0.02
         print(f"pi-arm parity {recipe}: top-1 {parity['top1_agreement']:.4f} (host {parity['host_top1_agreement']:.4f}), "
               f"max|diff| {parity['max_abs_diff']:.3g} (host {parity['host_max_abs_diff']:.3g})")
-    # The ISA-aware default chose full-range int8 for an ARM core without dot product, and 7-bit
-    # weights for this x86 host without VNNI: two different artifacts from one recipe.
+    # The ISA-aware default chose full-range int8 for an ARM core without dot product, and for this
+    # host what its own probe implies (7-bit weights without VNNI: then two artifacts from one recipe).
     db = sqlite3.connect(workdir / ".edgekit" / "results.db")
     local_int8 = next(r for r in local["variants"] if r["recipe"] == "onnx:int8-static")
     options = {}
     for name, vid in (("pi-arm", rows["onnx:int8-static"]["id"]), ("local", local_int8["id"])):
         options[name] = json.loads(db.execute("SELECT document FROM variants WHERE id=?", (vid,)).fetchone()[0])["options"]
-    assert options["pi-arm"]["types"] == "u8s8" and "without asimddp" in options["pi-arm"]["types_reason"]
-    assert options["local"]["types"] == "u8s8-reduced" and local_int8["id"] != rows["onnx:int8-static"]["id"]
+    from edgekit.agent.probe import probe
+    from edgekit.compress.isa import int8_types
+
+    host_types = int8_types(tuple(probe("/")["cpu"]["isa"]))[0]
+    assert options["pi-arm"]["types"] == "u8s8" and options["local"]["types"] == host_types
+    if host_types != "u8s8":  # two artifacts, each with its own target's reason
+        assert "without asimddp" in options["pi-arm"]["types_reason"]
+        assert local_int8["id"] != rows["onnx:int8-static"]["id"]
+    else:  # the same settings: one cached artifact serves both targets
+        assert local_int8["id"] == rows["onnx:int8-static"]["id"]
 
     # Selection cannot pick on emulated timings: deploy asks for an explicit choice ...
-    refused = run_cli("deploy", "--target", "pi-arm", "--profile", "arm")
+    refused = run_cli("deploy", "--target", "pi-arm", "--profile", "arm", "--reuse")
     assert refused.returncode == 4 and "emulation" in refused.stderr and "--variant" in refused.stderr
-    # ... and with one, installs it after the on-device smoke test (the measurements are reused).
+    # ... and with one, installs it after the on-device smoke test (--reuse: the fleet run's measurements).
     done = _json(run_cli("deploy", "--target", "pi-arm", "--profile", "arm", "--variant", "tflite:int8-static",
-                         "--json"))
+                         "--reuse", "--json"))
     assert done["chosen_recipe"] == "tflite:int8-static" and done["smoke_test"]["passed"]
-    assert all(r["measurement_reused"] for r in done["variants"])
+    assert all(r["reused_from_run"] == doc["run_id"] for r in done["variants"])
     current = pi_arm.device_path(".edgekit/deployments/digits-cnn/current")
     assert os.readlink(current) == done["chosen"]
 

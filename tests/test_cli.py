@@ -26,7 +26,7 @@ def deploy(*extra):
 
 
 def test_deploy_installs_the_chosen_variant(workdir):
-    proc = deploy("--json")
+    proc = deploy("--json", "--force")  # --force: kept for compatibility, means "measure" (the default)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["chosen"] and doc["smoke_test"]["passed"]
@@ -49,7 +49,7 @@ def test_deploy_installs_the_chosen_variant(workdir):
     assert stored == {r["id"]: r["latency"]["p90_ms"] for r in doc["variants"]}
 
 
-def test_table_output_rollback_and_status(workdir):
+def test_table_output_rollback_and_status(workdir, monkeypatch):
     proc = deploy()
     assert proc.returncode == 0, proc.stderr
     assert "★" in proc.stdout and "chosen" in proc.stdout and "Installed onnx:" in proc.stdout
@@ -58,14 +58,24 @@ def test_table_output_rollback_and_status(workdir):
     # A second deploy optimising size picks the int8 variant; rollback returns to the first.
     (workdir / "profiles" / "small.toml").write_text(
         (workdir / "profiles" / "fast.toml").read_text().replace('objective = "p90_ms"', 'objective = "size_bytes"'))
-    proc = run_cli("deploy", "--target", "local", "--profile", "small", "--json")
+    proc = run_cli("deploy", "--target", "local", "--profile", "small", "--reuse", "--json")
     assert proc.returncode == 0, proc.stderr
     second = json.loads(proc.stdout)
     assert second["chosen_recipe"] == "onnx:int8-static"
-    # Same artifacts, device and bench settings: the store's measurements are reused, not redone.
-    assert all(r["measurement_reused"] and r["cached"] for r in second["variants"])
+    # --reuse, same artifacts, device and bench settings: the first run's measurements, all of them, marked.
+    first_run = second["run_id"] - 1
+    assert all(r["measurement_reused"] and r["reused_from_run"] == first_run and r["cached"]
+               for r in second["variants"])
     db = sqlite3.connect(workdir / ".edgekit/results.db")
     assert db.execute("SELECT COUNT(*) FROM measurements WHERE run_id=?", (second["run_id"],)).fetchone()[0] == 0
+    # The terminal table and the report say where the figures came from.
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per row
+    table = run_cli("report", "--table", "--run", str(second["run_id"]))
+    assert table.returncode == 0 and f"reused from run {first_run}" in table.stdout, table.stderr
+    report = json.loads(run_cli("report", "--json", "--run", str(second["run_id"])).stdout)
+    assert {r["reused_from_run"] for r in report["targets"][0]["variants"]} == {first_run}
+    page = run_cli("report", "--run", str(second["run_id"]), "-o", "r.html")
+    assert page.returncode == 0 and f'data-reused-from="{first_run}"' in (workdir / "r.html").read_text()
 
     if first != second["chosen"]:
         status = json.loads(run_cli("rollback", "--target", "local", "--json").stdout)["models"]["digits-cnn"]
@@ -113,6 +123,12 @@ def test_smoke_test_failure_keeps_the_previous_deployment(workdir, tmp_path):
     assert after["current"] == before["current"] and after["path"] == before["path"]
     db = sqlite3.connect(workdir / ".edgekit/results.db")
     assert db.execute("SELECT ok, message FROM deployments WHERE target='skewed'").fetchone()[0] == 0
+
+
+def test_reuse_and_force_contradict(workdir):
+    proc = run_cli("profile", "--target", "local", "--reuse", "--force")
+    assert proc.returncode == 2 and "--reuse and --force contradict" in proc.stderr
+    assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
 
 
 def test_rollback_with_nothing_to_roll_back(workdir):

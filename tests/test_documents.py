@@ -106,6 +106,8 @@ def test_non_finite_figures_survive_no_json_round_trip(real):
     ("latency", "n", 1.5, ["bench.latency.n is 1.5, not an integer"]),
     ("latency", "min_ms", 1e9, ["min_ms", "out of order"]),
     ("power", "available", "yes", ["bench.power.available"]),
+    ("load", "other_cpu", 1.5, ["bench.load.other_cpu is 1.5, not a fraction"]),
+    ("load", "other_cpu", "busy", ["bench.load.other_cpu is 'busy'"]),
 ])
 def test_bad_fields_of_a_bench_document(real, where, key, value, words):
     doc = copy.deepcopy(real["bench"])

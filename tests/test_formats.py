@@ -66,6 +66,43 @@ def test_tflite_records_io_dtype_and_int8_io_is_quantized_by_the_caller(built, f
     assert q.dtype == np.int8 and np.abs((q.astype(np.float32) - zero) * scale - x).max() <= scale / 2 + 1e-6
 
 
+def _tflite_weight_types(path) -> list[str]:
+    """Per compute op, the stored type of its weight, read from the flatbuffer (not the interpreter)."""
+    from ai_edge_litert import schema_py_generated as s
+
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(Path(path).read_bytes(), 0))
+    names = {v: k for k, v in vars(s.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(s.TensorType).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    producer = {o: op for op in graph.operators for o in op.outputs}
+
+    def op_name(op) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+
+    out = []
+    for op in graph.operators:
+        if op_name(op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"):
+            w = op.inputs[1]
+            src = producer.get(w)
+            if src is not None and op_name(src) == "DEQUANTIZE":
+                w = src.inputs[0]
+            out.append(types[graph.tensors[w].type])
+    return out
+
+
+@pytest.mark.slow
+def test_tflite_counts_what_is_quantized(formats):
+    for recipe, weight in (("tflite:int8-dynamic", "INT8"), ("tflite:int8-static", "INT8"), ("tflite:fp16", "FLOAT16")):
+        v = formats[recipe]
+        q, stored = v.options["quantized"], _tflite_weight_types(v.path)
+        assert stored == [weight] * 4, (recipe, stored)
+        assert q["compute_ops"] == q["quantized_ops"] == len(stored) and q["fraction"] == 1.0, recipe
+    assert formats["tflite:int8-static"].options["quantized"]["int8_tensors"] > \
+        formats["tflite:int8-dynamic"].options["quantized"]["int8_tensors"], "static makes activations int8 too"
+    assert "quantized" not in formats["tflite:fp32"].options
+
+
 def test_missing_extra_names_the_pip_command(built, tmp_path, monkeypatch):
     ctx, _ = built
     monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if the extra were not installed
@@ -93,4 +130,6 @@ def test_executorch_fp32_and_int8_run_in_the_executorch_runtime(built, tmp_path)
     assert fp32.status == int8.status == "ok", (fp32.error, int8.error)
     assert fp32.metrics["max_abs_diff"] < 1e-3 and fp32.metrics["parity_runtime"] == "executorch"
     assert int8.metrics["top1_agreement"] >= 0.97 and int8.size_bytes < base["onnx:fp32"].size_bytes / 2.5
+    q = int8.options["quantized"]  # 2 convs + 2 linears, all int8 inside the XNNPACK partition
+    assert (q["compute_ops"], q["quantized_ops"], q["delegated_ops"], q["xnnpack_partitions"]) == (4, 4, 4, 1)
     assert Path(fp32.path).read_bytes()[4:8] == b"ET12", "an ExecuTorch flatbuffer program"

@@ -161,6 +161,15 @@ def test_three_output_detector_is_judged_on_every_output(workdir):
     assert metrics["mean_cosine"] == pytest.approx(min(np.mean(c) for c in cosines), abs=1e-4)
     assert int8["device_parity"]["passed"] and len(int8["device_parity"]["outputs"]) == 3
 
+    # The report shows the worst-output cosine, what was timed, and plots the profile's own metric.
+    proc = run_cli("report", "-o", "report.html")
+    assert proc.returncode == 0, proc.stderr
+    html = (workdir / "report.html").read_text()
+    cell = f'data-key="mean_cosine" data-value="{json.dumps(metrics["mean_cosine"])}"'
+    assert cell in html
+    assert "timed on input [1,3,64,64] float32 from evaluation data" in html
+    assert "p90 latency vs face_agreement" in html
+
 
 def test_embedder_gets_a_cosine_verdict_not_an_argmax(workdir):
     _factory_project(workdir, "embed", "embedder", 64)
@@ -196,11 +205,19 @@ def test_scalar_and_batch_axis_1_inputs_are_benchmarked_from_data(workdir):
         '  { name = "sr", shape = [], dtype = "int64", values = [16000, 8000] },\n'
         f'  {{ name = "state", shape = [2, 1, {VAD_HIDDEN}], batch_axis = 1 }},\n]\n'
         '[data]\nevaluation = "eval.npz"\ncalibration = "eval.npz"\n')
-    name = profile(workdir, "vad", ["onnx:fp32"], "{ max_abs_diff = 0.001 }")
+    name = profile(workdir, "vad", ["onnx:fp32", "onnx:int8-static", "onnx:int8-dynamic"], "{ max_abs_diff = 0.05 }")
     proc = run_cli("profile", "--target", "local", "--profile", name, "--json")
     assert proc.returncode == 0, proc.stderr
-    fp32 = rows(json.loads(proc.stdout))["onnx:fp32"]
-    assert fp32["status"] == "chosen", fp32["reason"]
+    found = rows(json.loads(proc.stdout))
+    fp32 = found["onnx:fp32"]
+    # int8 says honestly what it quantized: static cannot reach the If branches, dynamic can
+    static = found["onnx:int8-static"]
+    assert static["status"] == "rejected" and "nothing was quantized" in static["reason"], static["reason"]
+    dynamic = found["onnx:int8-dynamic"]
+    counted = json.loads((Path(dynamic["path"]).parent / "variant.json").read_text())["options"]["quantized"]
+    assert counted["quantized_ops"] > 0 and counted["in_subgraphs"] > 0
+    assert dynamic["size_bytes"] < fp32["size_bytes"] / 2
+    assert fp32["status"] != "rejected", fp32["reason"]
     assert {i["name"]: i["shape"] for i in fp32["inputs"]} == {"input": [1, VAD_SAMPLES], "sr": [],
                                                                 "state": [2, 1, VAD_HIDDEN]}
     assert fp32["inputs_source"] == "evaluation data"

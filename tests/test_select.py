@@ -112,3 +112,57 @@ def test_a_named_variant_replaces_the_choice_unless_the_device_ruled_it_out():
     choose_named(sel, "onnx:fp32", "pi")
     assert sel.chosen.variant.id == "onnx:fp32" and sel.chosen.reason.startswith("named with --variant")
     assert [r.status for r in sel.rows].count("chosen") == 1
+
+
+def paired(m: Measurement, ratio: float, ci: tuple[float, float], baseline: str = "onnx:fp32",
+           objective: str = "p90_ms") -> Measurement:
+    """Per-round ratios against the baseline, as `rounds.paired_ratios` stores them."""
+    m.document = {**m.document, "paired": {"baseline": baseline, "rounds": 5, "ratio": ratio, "ci95": list(ci),
+                                           "stats": {objective: {"ratio": ratio, "ci95": list(ci)}}}}
+    return m
+
+
+def test_paired_ratios_rank_and_the_reason_names_the_baseline():
+    vs = [variant("fp32", size=4000), variant("int8", size=1000), variant("fp16", size=2000)]
+    # The pooled figures (5.0 vs 4.8) would pick fp16; the paired ratios say int8 is faster in every round.
+    ms = {"fp32": paired(measured("fp32", 8.0, (7.0, 7.2)), 1.0, (1.0, 1.0)),
+          "int8": paired(measured("int8", 5.0, (4.4, 4.6)), 0.62, (0.58, 0.66)),
+          "fp16": paired(measured("fp16", 4.8, (4.2, 4.5)), 0.75, (0.70, 0.80))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "int8"
+    assert "p90_ms ratio 0.62 [0.58, 0.66] vs onnx:fp32" in sel.chosen.reason
+    by_id = {r.variant.id: r for r in sel.rows}
+    assert "+21% vs chosen" in by_id["fp16"].reason and "ratio 0.75 [0.70, 0.80]" in by_id["fp16"].reason
+    assert "within noise" not in by_id["fp16"].reason
+
+
+def test_overlapping_ratio_intervals_tie_and_separate_ones_do_not():
+    vs = [variant("big", size=4000), variant("small", size=1000)]
+    # The medians' intervals are apart, the paired ratios' overlap: a tie, the smaller artifact wins.
+    ms = {"big": paired(measured("big", 5.0, (4.4, 4.5)), 0.60, (0.55, 0.66)),
+          "small": paired(measured("small", 6.0, (5.4, 5.5)), 0.64, (0.62, 0.70))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "small" and "paired ratio CIs overlap" in sel.chosen.reason
+    assert "within noise but larger" in {r.variant.id: r for r in sel.rows}["big"].reason
+    # The medians' intervals overlap, the paired ratios' do not: no tie, the faster one wins.
+    ms = {"big": paired(measured("big", 5.0, (4.4, 4.6)), 0.60, (0.58, 0.61)),
+          "small": paired(measured("small", 5.05, (4.5, 4.7)), 0.64, (0.63, 0.66))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "big" and "within noise" not in sel.chosen.reason
+
+
+def test_without_ratios_for_every_row_the_median_rule_applies():
+    vs = [variant("a", size=2000), variant("b", size=500)]
+    # b has no ratio (one round, or an older store): the medians' overlapping intervals decide, as before.
+    ms = {"a": paired(measured("a", 5.00, (4.40, 4.60)), 0.5, (0.49, 0.51)), "b": measured("b", 5.05, (4.50, 4.70))}
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert sel.chosen.variant.id == "b" and "median CIs overlap" in sel.chosen.reason
+    # Ratios against different baselines are not comparable either.
+    ms["b"] = paired(measured("b", 5.05, (4.50, 4.70)), 0.9, (0.89, 0.91), baseline="tflite:fp32")
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    assert "median CIs overlap" in sel.chosen.reason and "ratio" not in sel.chosen.reason
+    # A ratio for another statistic than the objective is not used for it.
+    ms = {k: paired(measured(k, p90, ci), r, rci, objective="p50_ms")
+          for k, p90, ci, r, rci in (("a", 5.0, (4.4, 4.5), 0.9, (0.89, 0.91)), ("b", 6.0, (5.4, 5.5), 0.5, (0.4, 0.6)))}
+    assert select(vs, ms, SelectSettings("p90_ms", {})).chosen.variant.id == "a"
+    assert select(vs, ms, SelectSettings("p50_ms", {})).chosen.variant.id == "b"

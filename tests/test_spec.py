@@ -66,6 +66,7 @@ def test_builtin_target_and_profile_load():
     assert load_target("local").transport == "local"
     prof = load_profile("balanced")
     assert prof.recipes == ("onnx:fp32", "onnx:int8-static")
+    assert prof.bench.rounds == 3  # interleaved rounds unless the profile says otherwise
     assert prof.select.constraints == {"max_accuracy_drop": 0.01}
 
 
@@ -89,6 +90,9 @@ def test_project_files_override_builtins(workdir):
     ('[build]\nrecipes = ["onnx:fp32"]\n[select]\nobjective = "vibes"\n', "[select] objective"),
     ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nmin_runs = -1\n', "[bench] min_runs"),
     ('[build]\nrecipes = ["onnx:fp32"]\n[select]\nconstraints = { max_speed = 1 }\n', "max_speed: unknown key"),
+    ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nrounds = 0\n', "[bench] rounds: expected an integer >= 1"),
+    ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nrounds = 2.5\n', "[bench] rounds: expected an integer"),
+    ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nrounds = 500\n', "[bench] rounds: expected 1..100"),
 ])
 def test_bad_profile(workdir, text, fragment):
     (workdir / "profiles" / "bad.toml").write_text(text)

@@ -33,19 +33,19 @@ def edgekit(built, workdir):
         home_args = ("--home", str(cache_home), "--db", str(workdir / ".edgekit" / "results.db"))
 
         @staticmethod
-        def run(command: str, name: str, profile: str = "fast", force: bool = False, wait_s: float = 0.0):
+        def run(command: str, name: str, profile: str = "fast", reuse: bool = False, wait_s: float = 0.0):
             target, prof = load_target(name), load_profile(profile)
             with connect(target) as device, device.locked(holder_name(command), wait_s):
                 if command == "deploy":
-                    return pipeline.deploy(ctx, target, prof, device, Runner.workspace, force).to_dict()
-                result, results = pipeline.measure(ctx, target, prof, device, Runner.workspace, "profile", force)
+                    return pipeline.deploy(ctx, target, prof, device, Runner.workspace, reuse).to_dict()
+                result, results = pipeline.measure(ctx, target, prof, device, Runner.workspace, "profile", reuse)
                 results.close()
                 return result.to_dict()
 
         @staticmethod
-        def fleet(names: list[str], profile: str = "fast", force: bool = False) -> dict:
+        def fleet(names: list[str], profile: str = "fast", reuse: bool = False) -> dict:
             targets = [load_target(n) for n in names]
-            return pipeline.profile_fleet(ctx, targets, load_profile(profile), Runner.workspace, force)
+            return pipeline.profile_fleet(ctx, targets, load_profile(profile), Runner.workspace, reuse)
 
     return Runner
 
@@ -71,19 +71,27 @@ def test_deploy_over_ssh_installs_and_smoke_tests_then_rolls_back(ssh_devices, w
     assert probe["board"]["nv_tegra_release"].startswith("# R36")  # the jetson's sensor root was used
     assert probe["python"]["executable"] == jetson.python
 
-    # Re-deploy choosing by size: measurements and artifacts are reused; then roll back over SSH.
+    # Re-deploy choosing by size with --reuse: measurements and artifacts are reused; then roll back over SSH.
     (workdir / "profiles" / "small.toml").write_text(
         (workdir / "profiles" / "fast.toml").read_text().replace('objective = "p90_ms"', 'objective = "size_bytes"'))
     artifacts = sorted(p.stat().st_mtime_ns for p in jetson.device_path(".edgekit/artifacts").rglob("*.onnx"))
-    second = edgekit.run("deploy", "jetson-like", "small")
+    second = edgekit.run("deploy", "jetson-like", "small", reuse=True)
     assert second["chosen_recipe"] == "onnx:int8-static"
-    assert all(r["measurement_reused"] for r in second["variants"])
+    assert all(r["measurement_reused"] and r["reused_from_run"] == doc["run_id"] for r in second["variants"])
     assert sorted(p.stat().st_mtime_ns for p in jetson.device_path(".edgekit/artifacts").rglob("*.onnx")) == artifacts
     if doc["chosen"] != second["chosen"]:
         back = _json(run_cli("rollback", "--target", "jetson-like", "--json"))["models"]["digits-cnn"]
         assert (back["current"], back["previous"]) == (doc["chosen"], second["chosen"])
     status = run_cli("status", "--target", "jetson-like")
     assert status.returncode == 0 and "digits-cnn: current" in status.stdout
+
+
+def stored_document(workdir: Path, variant_id: str, run_id: int) -> dict:
+    import sqlite3
+
+    db = sqlite3.connect(workdir / ".edgekit" / "results.db")
+    return json.loads(db.execute("SELECT document FROM measurements WHERE run_id=? AND variant_id=?",
+                                 (run_id, variant_id)).fetchone()[0])
 
 
 def sqlite_probe(workdir: Path, run_id: int) -> dict:
@@ -177,8 +185,14 @@ def test_artifact_corrupted_on_the_device_is_pushed_again(ssh_devices, workdir, 
     assert copies
     for path in copies:
         path.write_bytes(path.read_bytes()[:-10] + b"corrupted!")
-    doc = edgekit.run("profile", "jetson-like", force=True)
+    doc = edgekit.run("profile", "jetson-like")
     assert all(r["error"] is None for r in doc["variants"])  # sha256 caught it, a fresh copy was measured
+    # Over SSH too, the variants ran in interleaved rounds (A B | B A | A B), each round its own agent process.
+    rounds = [r for row in doc["variants"] for r in stored_document(workdir, row["id"], doc["run_id"])["rounds"]]
+    assert len(rounds) == 3 * len(doc["variants"])
+    for index in range(2):
+        assert (max(r["ended"] for r in rounds if r["round"] == index)
+                <= min(r["started"] for r in rounds if r["round"] == index + 1))
     import hashlib
 
     for path in copies:
@@ -207,7 +221,7 @@ def test_unwritable_workdir_and_full_disk_keep_the_current_deployment(ssh_device
     from edgekit.errors import EdgekitError
 
     with pytest.raises(EdgekitError) as info:  # the variant cannot be pushed, so none is selectable
-        edgekit.run("deploy", "jetson-like", "other", force=True)
+        edgekit.run("deploy", "jetson-like", "other")
     assert "free space" in str(info.value) or "no space" in str(info.value).lower()
     status = _json(run_cli("status", "--target", "jetson-like", "--json"))["models"]["digits-cnn"]
     assert status["current"] == first["chosen"] and status["path"]
@@ -286,11 +300,12 @@ def test_fleet_profile_runs_devices_at_once_and_survives_one_failure(ssh_devices
     for name in ("jetson-like", "phone-like"):
         assert doc[name]["chosen"], doc[name]
         assert all(r["latency"]["n"] >= 20 for r in doc[name]["variants"])
-    # Run again: the store's measurements are reused per target; --force measures again.
-    again = edgekit.fleet(["jetson-like", "phone-like"])
-    assert all(r.to_dict()["variants"][0]["measurement_reused"] for r in again.values())
-    forced = edgekit.fleet(["jetson-like", "phone-like"], force=True)
-    assert not any(row["measurement_reused"] for r in forced.values() for row in r.to_dict()["variants"])
+    # Run again with --reuse: each target takes its own earlier run's measurements; by default all are measured.
+    again = edgekit.fleet(["jetson-like", "phone-like"], reuse=True)
+    assert all(row["reused_from_run"] == doc[name]["run_id"] for name, r in again.items()
+               for row in r.to_dict()["variants"])
+    fresh = edgekit.fleet(["jetson-like", "phone-like"])
+    assert not any(row["measurement_reused"] for r in fresh.values() for row in r.to_dict()["variants"])
     assert jetson.running
 
 
@@ -306,8 +321,8 @@ def test_smoke_test_failing_on_the_device_keeps_the_previous_deployment(ssh_devi
     (site / "sitecustomize.py").write_text(SKEWED_RUNTIME)
     (workdir / "profiles" / "small.toml").write_text(
         (workdir / "profiles" / "fast.toml").read_text().replace('objective = "p90_ms"', 'objective = "size_bytes"'))
-    with pytest.raises(DeviceError) as info:
-        edgekit.run("deploy", "jetson-like", "small")
+    with pytest.raises(DeviceError) as info:  # --reuse: the earlier (passing) parity, so only the smoke test can tell
+        edgekit.run("deploy", "jetson-like", "small", reuse=True)
     assert info.value.kind == "smoke_failed" and "previous deployment stays current" in str(info.value)
     status = _json(run_cli("status", "--target", "jetson-like", "--json"))["models"]["digits-cnn"]
     assert status["current"] == first["chosen"]

@@ -9,7 +9,7 @@ import functools
 import time
 from typing import Dict, List, Optional
 
-from . import emulation, memory
+from . import cpuload, emulation, memory
 from . import power as power_mod
 from . import thermal
 from .latency import measure, measure_at_rate, warm_up
@@ -17,7 +17,7 @@ from .sampler import Sampler, measure_idle, summary
 from .files import verified, write_replacing
 from .protocol import AgentError
 from .runners import call_feeds, first_batch, generated_inputs, load_npz, make_runner
-from .stats import summarize
+from .stats import noise_warning, summarize
 
 
 @contextlib.contextmanager
@@ -109,6 +109,7 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     sampler = Sampler(sensor, power_interval_s).start() if sensor is not None else None
     rate = None
     call = functools.partial(_timed, runner, feeds)
+    counters = cpuload.start()
     start = time.perf_counter()
     if rate_hz:
         samples, rate = measure_at_rate(call, rate_hz, min_runs, min_s, max_s, max_runs)
@@ -116,6 +117,7 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         with _inference_errors():
             samples = measure(runner.bind(feeds), min_runs, min_s, max_s, max_runs)
     measured_s = time.perf_counter() - start
+    load = cpuload.finish(counters)
     window = sampler.stop() if sampler is not None else None
     if sensor is None:
         power_doc = {"available": False, "reason": "; ".join(reasons)}
@@ -125,6 +127,9 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
             warnings.append("only {} power samples in the window: raise min_s for a steadier energy figure"
                             .format(power_doc["samples"]))
         warnings.extend(n for n in power_doc.get("notes", []) if "unplug" in n)
+    busy = cpuload.warning(load)
+    if busy:
+        warnings.append(busy)
     if len(samples) < min_runs:
         warnings.append("stopped at max_s={}s after {} runs, fewer than min_runs={}".format(max_s, len(samples), min_runs))
     rss["after_run"] = memory.peak_rss_mb()
@@ -140,8 +145,9 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
     if emulated.get("emulated"):
         warnings.append("emulated: not a latency figure ({})".format(emulated["program"]))
     stats = summarize(samples)
-    if stats["cv"] > 0.10:
-        warnings.append("latency CV is {:.0%}: the device was busy or throttling; numbers are noisy".format(stats["cv"]))
+    noisy = noise_warning(stats)
+    if noisy:
+        warnings.append(noisy)
     return {
         "command": "bench",
         "runtime": runner.describe(),
@@ -159,6 +165,7 @@ def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, thre
         "samples_ms": samples,
         "memory": mem,
         "power": power_doc,
+        "load": load,
         "emulation": emulated,
         "warnings": warnings,
     }

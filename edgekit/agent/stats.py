@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+NOISY_CV = 0.10  # above this coefficient of variation the figures are flagged as noisy
 
 
 def percentile(sorted_samples: Sequence[float], q: float) -> float:
@@ -68,3 +70,11 @@ def summarize(samples: Sequence[float]) -> Dict[str, object]:
         "max_ms": s[-1],
         "ci95_median_ms": [lo, hi],
     }
+
+
+def noise_warning(stats: Dict[str, object]) -> Optional[str]:
+    """The warning a bench document carries for noisy samples (a summary from `summarize`)."""
+    cv = stats.get("cv")
+    if not isinstance(cv, (int, float)) or cv <= NOISY_CV:
+        return None
+    return "latency CV is {:.0%}: the device was busy or throttling; numbers are noisy".format(cv)

@@ -52,8 +52,15 @@ def context_defaults(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
     return out
 
 
+# Bump when builders change what they write or check without a converter version changing (2: ONNX
+# pre-processing for third-party graphs, quantized-op counts, int8 that quantized nothing fails), so
+# an entry built by the old rules is rebuilt instead of served.
+BUILD_RULES = 2
+
+
 def variant_key(recipe: Recipe, ctx: BuildContext) -> str:
     return cache_key({
+        "rules": BUILD_RULES,
         "model": ctx.model_digest,
         "inputs": [i.to_dict() for i in ctx.spec.inputs],
         "dynamic_batch": getattr(ctx.spec, "dynamic_batch", False),

@@ -16,6 +16,7 @@ from ..errors import CompressError
 from ..model import batches, example_inputs
 from .context import BuildContext
 from .merge import prepared_model
+from .quantized import executorch_counts, require_quantized
 from .registry import Recipe
 
 
@@ -25,14 +26,16 @@ def _args(ctx: BuildContext):
     return tuple(torch.from_numpy(v) for v in example_inputs(ctx.spec).values())
 
 
-def _lower(module, ctx: BuildContext, out: Path) -> None:
+def _lower(module, ctx: BuildContext, out: Path) -> dict:
+    """Write the .pte; returns what its XNNPACK partitions hold (quantized.executorch_counts)."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    program = to_edge_transform_and_lower(torch.export.export(module, _args(ctx)),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
-    out.write_bytes(program.buffer)
+    edge = to_edge_transform_and_lower(torch.export.export(module, _args(ctx)), partitioner=[XnnpackPartitioner()])
+    counts = executorch_counts(edge)
+    out.write_bytes(edge.to_executorch().buffer)
+    return counts
 
 
 def _model(ctx: BuildContext, recipe: Recipe):
@@ -82,6 +85,7 @@ def build_int8(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
         with torch.no_grad():
             for feeds in batches(ctx.calibration, ctx.spec):
                 prepared(*[torch.from_numpy(feeds[i.name]) for i in ctx.spec.inputs])
-        _lower(convert_pt2e(prepared), ctx, out)
+        counts = _lower(convert_pt2e(prepared), ctx, out)
+    require_quantized(counts, fix="use onnx:int8-static or tflite:int8-static")
     return {"delegate": "XNNPACK", "quantization": "PT2E static int8 (torchao), symmetric per-channel weights",
-            "calibration_samples": len(ctx.calibration), "layer_merging": merge}
+            "calibration_samples": len(ctx.calibration), "layer_merging": merge, "quantized": counts}

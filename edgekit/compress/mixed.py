@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import CompressError
 from .context import BuildContext
-from .onnx import COMPUTE_OPS, preprocess, quantize, static_settings
+from .onnx import COMPUTE_OPS, checked, prepared, quantize, static_precheck, static_settings, subgraph_warning
+from .parity import fidelity_loss
 from .registry import Recipe
 from .runtimes import outputs
 
@@ -25,7 +26,7 @@ DEFAULT_BUDGET = 0.01
 
 def _score(path: Path, ctx: BuildContext) -> dict[str, Any]:
     m = ctx.compare(outputs("onnx", path, ctx.evaluation, ctx.spec))
-    return {"accuracy_drop": m.get("accuracy_drop", 0.0), "mean_abs_diff": m["mean_abs_diff"],
+    return {"accuracy_drop": fidelity_loss(m), "mean_abs_diff": m["mean_abs_diff"],
             "mean_cosine": m["mean_cosine"]}
 
 
@@ -39,27 +40,37 @@ def build_onnx_mixed(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, 
     settings = static_settings(recipe, ctx)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pre, options = preprocess(ctx, recipe, tmp)
+        pre, options = prepared(ctx, recipe, tmp, settings["per_channel"])
+        before = static_precheck(pre)
+        prep = options["preprocessing"]
         layers = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in COMPUTE_OPS]
         trial = tmp / "trial.onnx"
-        quantize(pre, trial, ctx, settings)
+        quantize(pre, trial, ctx, settings, prep=prep)
         full = _score(trial, ctx)
         steps = [{"float_layers": 0, "accuracy_drop": full["accuracy_drop"]}]
         sensitivity: list[dict[str, Any]] = []
         kept: list[str] = []
         if full["accuracy_drop"] > budget:
             for layer in layers:  # quantize this layer alone: how much does it cost by itself?
-                quantize(pre, trial, ctx, settings, exclude=[other for other in layers if other != layer])
+                quantize(pre, trial, ctx, settings, exclude=[other for other in layers if other != layer], prep=prep)
                 sensitivity.append({"layer": layer, **_score(trial, ctx)})
             sensitivity.sort(key=lambda s: (s["accuracy_drop"], s["mean_abs_diff"]), reverse=True)
             for s in sensitivity:
                 kept.append(s["layer"])
-                quantize(pre, trial, ctx, settings, exclude=kept)
+                quantize(pre, trial, ctx, settings, exclude=kept, prep=prep)
                 drop = _score(trial, ctx)["accuracy_drop"]
                 steps.append({"float_layers": len(kept), "added": s["layer"], "accuracy_drop": drop})
                 if drop <= budget:
                     break
-        quantize(pre, out, ctx, settings, exclude=kept or None)
+        if layers and len(kept) == len(layers):  # all float: not an int8 variant
+            last = steps[-1]["accuracy_drop"] * 100
+            why = (f"all {len(layers)} compute layers had to stay float to get within the budget of "
+                   f"{budget * 100:.2f} pts" if last <= budget * 100 else
+                   f"even with all {len(layers)} compute layers float the drop is {last:.2f} pts > the budget of "
+                   f"{budget * 100:.2f} pts (the remaining int8 ops cost accuracy)")
+            raise CompressError(f"nothing was quantized: {why}. Fix: use onnx:fp32, or raise the budget "
+                                f"(onnx:int8-mixed?budget=...)")
+        quantize(pre, out, ctx, settings, exclude=kept or None, prep=prep)
     reasons = {s["layer"]: s for s in sensitivity}
     float_layers = [{"layer": name, "reason": (f"quantized alone it costs {reasons[name]['accuracy_drop'] * 100:.2f} "
                                                f"pts of accuracy (mean |diff| {reasons[name]['mean_abs_diff']:.3g})")}
@@ -71,7 +82,5 @@ def build_onnx_mixed(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, 
         "sensitivity": sensitivity, "steps": steps, "met_budget": steps[-1]["accuracy_drop"] <= budget,
         "data": "evaluation split (the budget is checked on the data it is reported on)",
     }
-    if not options["partial_quantization"]["met_budget"]:
-        options["warnings"] = [f"even with every compute layer float the drop is {steps[-1]['accuracy_drop'] * 100:.2f} "
-                               f"pts > budget {budget * 100:.2f} pts: the non-compute int8 ops cost accuracy"]
-    return options
+    options["warnings"] = subgraph_warning(before)
+    return checked(out, options)

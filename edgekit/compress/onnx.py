@@ -20,10 +20,15 @@ from ..model import batches, example_inputs
 from .context import BuildContext
 from .isa import int8_types
 from .merge import prepared_model
+from .onnxprep import PER_CHANNEL_OPSET, prepare
+from .quantized import onnx_counts, onnx_subgraph_reason, require_quantized
 from .registry import Recipe
 
 OPSET = 18
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# what onnxruntime's QDQ path cannot reach: quantize_model walks graph.node only, and so does the calibrator
+STATIC_QUANTIZER = "onnxruntime's static QDQ quantizer (and its calibrator)"
+STATIC_FIX = "onnx:int8-static?per_channel=false, onnx:int8-mixed or onnx:int8-dynamic"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -32,15 +37,19 @@ def _one_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def quiet():
-    """ORT's calibrators print() progress and log warnings; keep stdout clean for --json."""
+    """ORT's calibrators print() progress and log warnings (Python and C++); keep stdout clean for --json."""
+    import onnxruntime as ort
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)  # the sessions quant_pre_process and the calibrator open
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         root.setLevel(level)
+        ort.set_default_logger_severity(2)  # onnxruntime's default (warning)
 
 
 def export_torch(model, ctx: BuildContext, out: Path) -> None:
@@ -51,11 +60,13 @@ def export_torch(model, ctx: BuildContext, out: Path) -> None:
     kwargs: dict[str, Any] = {}
     if getattr(ctx.spec, "dynamic_batch", False):
         batch = torch.export.Dim("batch", min=1, max=4096)
-        kwargs["dynamic_shapes"] = tuple({0: batch} for _ in ctx.spec.inputs)
+        # each input's own batch axis; a scalar input has none
+        kwargs["dynamic_shapes"] = tuple(None if i.scalar else {i.batch_axis: batch} for i in ctx.spec.inputs)
     # torch.export cannot read a TorchScript module: those go through the TorchScript exporter
     scripted = isinstance(model, torch.jit.ScriptModule)
     if scripted:
-        kwargs = {"dynamic_axes": {i.name: {0: "batch"} for i in ctx.spec.inputs} | {"output": {0: "batch"}}} \
+        kwargs = {"dynamic_axes": {i.name: {i.batch_axis: "batch"} for i in ctx.spec.inputs if not i.scalar}
+                  | {"output": {0: "batch"}}} \
             if kwargs else {}
         kwargs["dynamo"] = False
     else:
@@ -107,9 +118,28 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
             onnx.save(model, str(out))
         except Exception as exc:
             raise CompressError(f"onnxconverter-common float16 conversion failed: {_one_line(exc)}") from None
+        loads(out, "onnxconverter-common float16", "try onnx:fp16?keep_io_types=false, onnx:fp32 or onnx:int8-dynamic")
     options.update({"converter": "onnxconverter_common.float16", "keep_io_types": keep_io,
-                    "io_dtype": "float32" if keep_io else "float16"})
+                    "io_dtype": "float32" if keep_io else "float16", "quantized": onnx_counts(out, "fp16")})
+    counts = options["quantized"]
+    if counts["compute_ops"] and not counts["quantized_ops"]:
+        options["warnings"] = [f"no compute op has float16 weights (0/{counts['compute_ops']}): this fp16 file "
+                               f"computes in float32"]
     return options
+
+
+def loads(path: Path, what: str, fix: str) -> None:
+    """A converter can write a graph ONNX Runtime rejects (e.g. float16 with If branches reading
+    outer-scope weights): without evaluation data nothing else would load it before a device does."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({_one_line(exc)[:200]}). "
+                            f"Fix: {fix}") from None
 
 
 def _types(recipe: Recipe, ctx: BuildContext) -> tuple[str, str]:
@@ -126,29 +156,91 @@ def _quant_types(types: str):
     return getattr(QuantType, act), getattr(QuantType, weight), types.endswith("-reduced")
 
 
+def _short(prep: dict[str, Any]) -> str:
+    """What pre-processing did, in a few words for an error line."""
+    done = []
+    if prep.get("constants_folded"):
+        done.append(f"{prep['constants_folded']} Constant nodes folded into initializers")
+    if prep["opset"]["from"] != prep["opset"]["to"]:
+        done.append(f"opset {prep['opset']['from']} -> {prep['opset']['to']}")
+    done.append(prep["shape_inference"].split(" (")[0] + " shape inference")
+    return ", ".join(done)
+
+
+def prepared(ctx: BuildContext, recipe: Recipe, tmp: Path, per_channel: bool, subgraph_weights: bool = False,
+             fix: str = STATIC_FIX) -> tuple[Path, dict[str, Any]]:
+    """The fp32 graph (exported, or the user's file) made quantizable (onnxprep.prepare): the
+    pre-processed path and the options so far, its `preprocessing` record included."""
+    fp32, pre = tmp / "fp32.onnx", tmp / "pre.onnx"
+    options = export(ctx, recipe, fp32)
+    with quiet():
+        options["preprocessing"] = prepare(fp32, pre, PER_CHANNEL_OPSET if per_channel else None, subgraph_weights,
+                                           fix)
+    options["fp32_bytes"] = fp32.stat().st_size
+    return pre, options
+
+
+def checked(out: Path, options: dict[str, Any], reason: str | None = None, fix: str = STATIC_FIX) -> dict[str, Any]:
+    """Count what the quantizer changed (options["quantized"]); nothing is a failure; a file no
+    smaller than fp32 is a warning."""
+    counts = onnx_counts(out)
+    require_quantized(counts, reason, fix)
+    options["quantized"] = counts
+    size, fp32 = out.stat().st_size, options.pop("fp32_bytes", None)
+    warnings_ = options.setdefault("warnings", [])
+    if fp32 and size >= fp32:
+        warnings_.append(f"the int8 file is not smaller than fp32 ({size} vs {fp32} bytes): only "
+                         f"{counts['quantized_ops']}/{counts['compute_ops']} compute ops are int8")
+    if not warnings_:
+        options.pop("warnings")
+    return options
+
+
 def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
-    import onnx
+    """ORT dynamic int8, subgraphs included: `EnableSubgraph` quantizes If/Loop bodies once their
+    weights are local to them (onnxprep.localize_subgraph_weights)."""
     from onnxruntime.quantization import quantize_dynamic
 
     types, reason = recipe.opts.get("types", "u8s8"), "set in the recipe" if "types" in recipe.opts else "default"
     _, weight, reduce_range = _quant_types(types)
     per_channel = recipe.flag("per_channel", False)
+    fix = "onnx:int8-static (calibrated) or keep onnx:fp32"
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        options = export(ctx, recipe, fp32)
-        ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
-        try:
+        pre, options = prepared(ctx, recipe, Path(tmp), per_channel, subgraph_weights=True, fix=fix)
+        before = onnx_counts(pre)
+        subgraph_error = None
+
+        def run(extra: dict[str, Any]) -> None:
             with quiet():
-                quantize_dynamic(str(fp32), str(out), per_channel=per_channel, reduce_range=reduce_range,
-                                 weight_type=weight)
+                quantize_dynamic(str(pre), str(out), per_channel=per_channel, reduce_range=reduce_range,
+                                 weight_type=weight, extra_options=extra)
+
+        try:
+            try:
+                run({"EnableSubgraph": True})
+            except Exception as exc:
+                if not before["in_subgraphs"]:
+                    raise
+                subgraph_error = _one_line(exc)[:160]
+                run({})  # the main graph alone, then say what stayed float
         except Exception as exc:
-            raise CompressError(f"onnxruntime quantize_dynamic failed: {_one_line(exc)}") from None
+            raise CompressError(f"onnxruntime quantize_dynamic failed after pre-processing "
+                                f"({_short(options['preprocessing'])}): {_one_line(exc)}. Fix: {fix}") from None
     options.update({"quantization": "dynamic", "types": types, "types_reason": reason, "per_channel": per_channel,
                     "activation_type": "QUInt8 (computed at run time)", "weight_type": weight.name,
                     "reduce_range": reduce_range})
-    if ops & {"Conv", "ConvTranspose"}:
-        options["warnings"] = ["conv net: ORT dynamic int8 runs convolutions as ConvInteger, about 12x slower "
-                               "than fp32 on x86; prefer onnx:int8-static for CNNs"]
+    why = None
+    if before["in_subgraphs"]:
+        options["subgraphs"] = ("quantized with onnxruntime's EnableSubgraph" if subgraph_error is None else
+                                f"left float: onnxruntime's EnableSubgraph quantization failed ({subgraph_error})")
+        if subgraph_error is not None:
+            why = onnx_subgraph_reason(before, f"onnxruntime's dynamic quantizer could not quantize "
+                                               f"({subgraph_error})")
+    checked(out, options, why, fix)
+    if {"Conv", "ConvTranspose"} & set(before["op_types"]):
+        options.setdefault("warnings", []).append(
+            "conv net: ORT dynamic int8 runs convolutions as ConvInteger, about 12x slower than fp32 on x86; "
+            "prefer onnx:int8-static for CNNs")
     return options
 
 
@@ -182,26 +274,29 @@ def static_settings(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
     return settings
 
 
-def preprocess(ctx: BuildContext, recipe: Recipe, tmp: Path) -> tuple[Path, dict[str, Any]]:
-    """Export and run ORT's pre-processing (shape inference, graph optimisation) once."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def static_precheck(pre: Path) -> dict[str, Any]:
+    """The QDQ quantizer never reaches subgraph ops: when every compute op is in one, say so
+    before calibrating (the count is the same before and after; onnx_counts proves it)."""
+    counts = onnx_counts(pre)
+    reason = onnx_subgraph_reason(counts, STATIC_QUANTIZER)
+    if reason:
+        require_quantized(counts, reason, "onnx:int8-dynamic, which quantizes subgraph weights")
+    return counts
 
-    fp32, pre = tmp / "fp32.onnx", tmp / "pre.onnx"
-    options = export(ctx, recipe, fp32)
-    try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    except Exception as exc:
-        raise CompressError(f"onnxruntime quant_pre_process failed: {_one_line(exc)}") from None
-    return pre, options
+
+def subgraph_warning(counts: dict[str, Any]) -> list[str]:
+    k = counts["in_subgraphs"]
+    return [f"{k} compute ops inside If/Loop subgraphs stay float: {STATIC_QUANTIZER} skips subgraphs"] if k else []
 
 
 def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
-             exclude: list[str] | None = None) -> None:
+             exclude: list[str] | None = None, prep: dict[str, Any] | None = None) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     extra: dict[str, Any] = {}
     if settings["calibration"] == "Percentile":
         extra["CalibPercentile"] = settings["percentile"]
+    tried = f" after pre-processing ({_short(prep)})" if prep else ""
     try:
         with quiet():
             quantize_static(str(pre), str(out), _Reader(ctx), quant_format=QuantFormat.QDQ,
@@ -211,12 +306,18 @@ def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
                             calibrate_method=CalibrationMethod[settings["calibration"]],
                             nodes_to_exclude=exclude or None, extra_options=extra)
     except Exception as exc:
-        raise CompressError(f"onnxruntime quantize_static failed: {_one_line(exc)}") from None
+        raise CompressError(f"onnxruntime quantize_static failed{tried}: {_one_line(exc)}. "
+                            f"Fix: try {STATIC_FIX}") from None
+    # the quantizer does not validate what it writes (opset-12 per-channel QDQ was rejected only at load)
+    loads(out, f"onnxruntime quantize_static{tried}", f"try {STATIC_FIX}")
 
 
 def build_int8_static(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
     settings = static_settings(recipe, ctx)
     with tempfile.TemporaryDirectory() as tmp:
-        pre, options = preprocess(ctx, recipe, Path(tmp))
-        quantize(pre, out, ctx, settings)
-    return {**settings, **options}
+        pre, options = prepared(ctx, recipe, Path(tmp), settings["per_channel"])
+        before = static_precheck(pre)
+        quantize(pre, out, ctx, settings, prep=options["preprocessing"])
+    options = {**settings, **options}
+    options["warnings"] = subgraph_warning(before)
+    return checked(out, options)

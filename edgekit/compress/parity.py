@@ -156,3 +156,12 @@ def user_metric(metric: Callable[..., float], reference: list[np.ndarray], outpu
         values.append(value)
     return {"metric_name": name, "reference_metric": values[0], "metric": values[1],
             "metric_drop": values[0] - values[1]}
+
+
+def fidelity_loss(metrics: dict[str, Any]) -> float:
+    """One "how much was lost" figure to budget against, whatever the outputs are: the label
+    accuracy drop for a classifier, else the user metric's drop, else 1 - worst-output cosine."""
+    for key in ("accuracy_drop", "metric_drop"):
+        if metrics.get(key) is not None:
+            return float(metrics[key])
+    return 1.0 - float(metrics.get("mean_cosine", 1.0))

@@ -23,6 +23,7 @@ from ..errors import CompressError
 from ..model import batches, example_inputs
 from .context import BuildContext
 from .merge import prepared_model
+from .quantized import require_quantized, tflite_counts
 from .registry import Recipe
 
 
@@ -94,13 +95,16 @@ def _quantize(fp32: Path, out: Path, configure, calibration: dict | None = None)
 
 
 def _from_fp32(ctx: BuildContext, recipe: Recipe, out: Path, configure, summary: dict[str, Any],
-               calibrate: bool = False) -> dict[str, Any]:
+               calibrate: bool = False, kind: str = "int8") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.tflite"
         options = _convert_fp32(ctx, recipe, fp32)
         data = _calibration(ctx, fp32) if calibrate else None
         _quantize(fp32, out, configure, data)
-    return {**options, **summary, "quantizer": "ai-edge-quantizer", **_io(out)}
+    counts = tflite_counts(out, kind)
+    if kind == "int8":
+        require_quantized(counts, fix="check that ai-edge-quantizer supports the model's ops, or use onnx:int8-static")
+    return {**options, **summary, "quantizer": "ai-edge-quantizer", **_io(out), "quantized": counts}
 
 
 def _calibration(ctx: BuildContext, fp32: Path) -> dict:
@@ -132,7 +136,8 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
     def configure(qt):
         qt.add_weight_only_config(regex=".*", operation_name=_ops(), num_bits=16,
                                   algorithm_key=AlgorithmName.FLOAT_CASTING)
-    return _from_fp32(ctx, recipe, out, configure, {"quantization": "fp16 weights (float casting), fp32 compute"})
+    return _from_fp32(ctx, recipe, out, configure, {"quantization": "fp16 weights (float casting), fp32 compute"},
+                      kind="fp16")
 
 
 def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:

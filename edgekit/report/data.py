@@ -51,6 +51,12 @@ class VariantRow:
     def parity(self) -> dict[str, Any]:
         return self.measurement.parity if self.measurement is not None else {}
 
+    @property
+    def reused_from(self) -> int | None:
+        """The run that took this measurement, when this run reused it."""
+        m = self.measurement
+        return m.reused_from if m is not None and m.reused else None
+
     def stat(self, key: str) -> float | None:
         if not self.timed:
             return None
@@ -241,11 +247,17 @@ def _variant(store: ResultsStore, variant_id: str) -> Variant | None:
     return Variant.from_dict(json.loads(row["document"])) if row else None
 
 
-def _measurement(store: ResultsStore, measurement_id: int) -> tuple[Measurement, str] | None:
+def _measurement(store: ResultsStore, measurement_id: int, run_id: int) -> tuple[Measurement, str] | None:
+    """The measurement a run used; one another run made is marked as reused from that run."""
     from ..results import _measurement as from_row
 
     row = next(store.rows("SELECT * FROM measurements WHERE id=?", measurement_id), None)
-    return (from_row(row), row["created"]) if row else None
+    if row is None:
+        return None
+    m = from_row(row)
+    if row["run_id"] != run_id:
+        m.reused, m.reused_from = True, int(row["run_id"])
+    return m, row["created"]
 
 
 def open_store(path: Path) -> ResultsStore:
@@ -282,7 +294,7 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
             continue
         variants.append(v)
         if link["measurement_id"] is not None:
-            found = _measurement(store, link["measurement_id"])
+            found = _measurement(store, link["measurement_id"], run_id)
             if found:
                 measurements[v.id], created[v.id] = found
     selection: Selection = select(variants, measurements, settings)

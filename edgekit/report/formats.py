@@ -38,6 +38,7 @@ def variant_dict(r: VariantRow) -> dict[str, Any]:
         "energy_mj": _r(r.energy_mj, "mj"), "power_note": r.power_note or None,
         "accuracy": _r(r.accuracy, "fraction"), "accuracy_drop": _r(r.accuracy_drop, "fraction"),
         "measured_at": r.measured_at, "emulated": r.emulated, "device_parity": _parity_dict(r.parity),
+        "reused_from_run": r.reused_from,
     }
 
 

@@ -35,6 +35,7 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px;
            border: 1px solid var(--line); margin: 6px 0; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; word-break: break-all; }
 code { font-size: 12px; } .note { background: #fffbeb; border-left: 3px solid #d97706; padding: 6px 10px; margin: 6px 0; }
+.reused { color: #0e7490; font-size: 12px; white-space: nowrap; }
 """
 
 
@@ -57,6 +58,13 @@ def _outputs_tip(metrics: dict[str, Any]) -> str:
     """Every output's figures, for the cell's tooltip."""
     return "; ".join(f"{o.get('name')} {o.get('shape')}: cos {fmt.cosine(o.get('mean_cosine'))}, max |diff| "
                      f"{o.get('max_abs_diff', 0):.3g}" for o in metrics.get("outputs") or [] if isinstance(o, dict))
+
+
+def _reused_mark(r: VariantRow) -> str:
+    if r.reused_from is None:
+        return ""
+    return (f' <span class="reused" data-reused-from="{r.reused_from}" title="taken from the store, measured in '
+            f'run {r.reused_from}">reused from run {r.reused_from}</span>')
 
 
 def _variant_rows(t: TargetReport) -> str:
@@ -82,7 +90,8 @@ def _variant_rows(t: TargetReport) -> str:
             + _num("accuracy_drop", r.accuracy_drop, fmt.pct(r.accuracy_drop))
             + _num("mean_cosine", r.cosine, fmt.cosine(r.cosine), _outputs_tip(r.variant.metrics))
             + _parity_cell(r.parity)
-            + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}</td>'
+            + f'<td class="reason status-{r.status}">{escape(r.status)}{": " + escape(r.reason) if r.reason else ""}'
+              + _reused_mark(r) + "</td>"
             "</tr>")
     head = ("recipe", "format", "precision", "size", "p50 ms", "median 95% CI", "p90 ms", "p99 ms", "n",
             "peak RSS MB", "avg power W", "energy / inf. mJ", "accuracy %", "drop pts", "cosine (worst output)", "device vs host: top-1 or cos · max |Δ|",

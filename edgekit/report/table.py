@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from ..agent import cpuload
 from ..select import Selection
 from . import fmt
 from .safe import cell, printable, text as safe_text
@@ -35,9 +36,28 @@ def parity_text(parity: dict) -> Text:
 EMULATED_CELL = "emulated"
 
 
+def _quantized(v: Variant) -> str:
+    """'12/12 ops' from the count compress recorded (compress/quantized.py); '-' for full precision."""
+    q = v.options.get("quantized")
+    if not isinstance(q, dict):
+        return "-"
+    return f"{q['quantized_ops']}/{q['compute_ops']} ops" if isinstance(q.get("compute_ops"), int) else "unknown"
+
+
+def measurement_note(m) -> Text:
+    """Where a measurement came from when not from this run, and a busy device: what a reader must not miss."""
+    text = Text()
+    if m is not None and m.reused:
+        text.append(f" · reused from run {m.reused_from}" if m.reused_from else " · reused", style="cyan")
+    load = (m.document.get("load") or {}) if m is not None else {}
+    if cpuload.warning(load):  # the agent's warning, in short
+        text.append(f" · others used {load['other_cpu'] * 100:.0f} % of the CPU", style="yellow")
+    return text
+
+
 def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     table = Table(title="Variants", title_justify="left")
-    for col, justify in (("recipe", "left"), ("size", "right"),
+    for col, justify in (("recipe", "left"), ("size", "right"), ("quantized", "right"),
                          ("accuracy %", "right"), ("drop pts", "right"), ("top-1 agree %", "right"),
                          ("cosine", "right"), ("max |diff|", "right"), ("", "left")):
         table.add_column(col, justify=justify)
@@ -45,11 +65,11 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     for v, cached in variants:
         m = v.metrics
         if v.status != "ok":
-            table.add_row(cell(v.recipe), "-", "-", "-", "-", "-", "-",
+            table.add_row(cell(v.recipe), "-", "-", "-", "-", "-", "-", "-",
                           safe_text(f"failed: {v.error}", style="red"))
             continue
         outputs = max(outputs, len(m.get("outputs") or []))
-        table.add_row(cell(v.recipe), fmt.size(v.size_bytes), _pct(m.get("accuracy")),
+        table.add_row(cell(v.recipe), fmt.size(v.size_bytes), _quantized(v), _pct(m.get("accuracy")),
                       _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")), fmt.cosine(m.get("mean_cosine")),
                       f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", _state(v, cached))
     if outputs > 1:
@@ -108,6 +128,7 @@ def selection_table(selection: Selection, target: str) -> Table:
         rss = m.memory.get("peak_rss_mb") if m and m.status == "ok" else None
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[row.status]
         decision = safe_text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
+        decision.append_text(measurement_note(m))
         if m is not None and m.emulated:  # the emulator's timings: never shown as latency
             timing = [Text(EMULATED_CELL, style="yellow"), "-", "-", "-", "-"]
         else:
@@ -139,7 +160,8 @@ def report_table(t) -> Table:
                       p50, fmt.ci(r.ci95), fmt.ms(r.stat("p90_ms")), fmt.ms(r.stat("p99_ms")),
                       fmt.mb(r.peak_rss_mb), fmt.watts(r.avg_power_w), fmt.mj(r.energy_mj), fmt.pct(r.accuracy),
                       fmt.pct(r.accuracy_drop), *[parity_text(r.parity)] * with_parity,
-                      safe_text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style))
+                      safe_text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style)
+                      + measurement_note(r.measurement))
     return table
 
 

@@ -33,12 +33,12 @@ VAD_HIDDEN = 64
 
 
 def _conv_net():
-    """conv3x3(3->8) relu -> conv3x3(8->16) relu -> global avg pool -> linear(16->10), seeded weights."""
+    """conv3x3(3->16) relu -> conv3x3(16->32) relu -> global avg pool -> linear(32->10), seeded weights."""
     import torch
     from torch import nn
 
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, CLASSES))
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, CLASSES))
     rng = np.random.default_rng(SEED)
     with torch.no_grad():
         for p in net.parameters():

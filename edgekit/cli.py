@@ -9,18 +9,21 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
 from .errors import EdgekitError, SpecError, UsageError
+from .report.safe import cell, finite, printable
 from .spec import (ModelSpec, available, check_against_graph, emulated, graph_inputs, load_model_spec, load_profile,
-                   load_target, parse_input)
+                   load_target, model_name_problem, parse_input)
 
 def _console(stderr: bool) -> Console:
     """Tables stay one row per variant when piped: plain text is wide rather than wrapped."""
@@ -35,8 +38,13 @@ err = _console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, markup=True)
     sys.exit(code)
+
+
+def _say(console: Console, message: str) -> None:
+    """One line of text that may hold device or user strings: never markup, never escapes."""
+    console.print(printable(message), highlight=False, markup=False)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,7 +53,12 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except EdgekitError as exc:
-            _fail(str(exc).replace("[", r"\["), exc.exit_code)
+            _fail(str(exc), exc.exit_code)
+        except sqlite3.Error as exc:  # the store failed after it opened (ResultsStore reports the rest)
+            from .results import store_error
+
+            error = store_error(None, exc)
+            _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted; measurements completed so far are kept in the store (a profile stores its "
                   "variants once their last round ends)", 130)
@@ -95,10 +108,20 @@ class RichEvents(_ProgressSteps):
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            err.print(message, highlight=False, markup=False)
+            _say(err, message)
 
 
 # --------------------------------------------------------------------------- shared options
+
+
+def _remember_allow_pickle(ctx: click.Context, _param: Any, value: bool) -> None:
+    """--allow-pickle is kept on the click context for `resolve_spec` (not a parameter of every command)."""
+    ctx.meta["edgekit.allow_pickle"] = bool(value)
+
+
+def _allow_pickle() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get("edgekit.allow_pickle"))
 
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -112,6 +135,9 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--calibration", help="Calibration data: module:function or .npz."),
         click.option("--evaluation", help="Evaluation data (inputs, labels): module:function or .npz."),
         click.option("--name", "model_name", help="Model name (default: from the spec)."),
+        click.option("--allow-pickle", is_flag=True, expose_value=False, callback=_remember_allow_pickle,
+                     help="Let a pickled torch module (--model-path, or the spec's path) load: unpickling runs "
+                          "the code it holds, so only for files you trust."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -152,10 +178,15 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
                 check_against_graph(declared, model_path, flag_error)
             else:
                 declared = graph_inputs(model_path, flag_error, flags=True)
+        if model_name is None and model_name_problem(default_name):
+            raise SpecError(f"the model name would be {default_name!r}, taken from the "
+                            f"{'factory' if factory else 'file name'}, and {model_name_problem(default_name)}. "
+                            f"Fix: add --name NAME")
+        _check_name(model_name)
         return ModelSpec(name=model_name or default_name, inputs=declared,
                          factory=factory, checkpoint=checkpoint.resolve() if checkpoint else None,
                          path=model_path.resolve() if model_path else None, calibration=calibration,
-                         evaluation=evaluation, source="flags")
+                         evaluation=evaluation, source="flags", allow_pickle=_allow_pickle())
     if spec_path is None and Path("edgekit.toml").is_file():
         spec_path = Path("edgekit.toml")
     if spec_path is not None:
@@ -164,10 +195,19 @@ def resolve_spec(spec_path: Path | None, factory: str | None, checkpoint: Path |
         from .examples import digits
 
         spec = digits.spec()
-        err.print(f"No model given: using the bundled example {spec.name} ({spec.source}).", highlight=False)
-    if model_name:
+        _say(err, f"No model given: using the bundled example {spec.name} ({spec.source}).")
+    if model_name is not None:
+        _check_name(model_name)
         spec = ModelSpec(**{**spec.__dict__, "name": model_name})
+    if _allow_pickle() and not spec.allow_pickle:
+        spec = ModelSpec(**{**spec.__dict__, "allow_pickle": True})
     return spec
+
+
+def _check_name(name: str | None, flag: str = "--name") -> None:
+    problem = model_name_problem(name) if name is not None else None
+    if problem:
+        raise SpecError(f"{flag} {problem}. Fix: e.g. {flag} detector-v2")
 
 
 def _workspace(home: Path, db: Path | None):
@@ -176,8 +216,19 @@ def _workspace(home: Path, db: Path | None):
     return Workspace(home=home, db_path=db or home / "results.db")
 
 
+def _check_store(workspace: Any) -> None:
+    from .results import check_store
+
+    check_store(workspace.db_path)
+
+
 def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    """Strict JSON on stdout: a non-finite number (a device's NaN output diff) is null, with a note."""
+    clean, count = finite(doc)
+    if count:
+        err.print(f"note: {count} non-finite number{'s' if count > 1 else ''} (NaN or infinity) printed as null",
+                  highlight=False, markup=False)
+    sys.stdout.write(json.dumps(clean, indent=2, default=str, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------- commands
@@ -255,6 +306,7 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
+    _check_store(workspace)  # a store that cannot keep the results fails now, not after compressing
     # Connect first (writes nothing): an unreachable board or a refused key is reported in seconds,
     # before the model work; the device is written to (agent, lock) only once the model loads.
     with connect(target) as device:
@@ -269,15 +321,15 @@ def _measure_command(command: str, target_name: str, profile_name: str, spec_arg
     if command == "deploy":
         chosen = result.selection.chosen.variant
         smoke = result.smoke
-        out.print(f"Smoke test on {target.name}: passed ({smoke['samples']} samples, max |diff| "
-                  f"{smoke['max_abs_diff']:.3g} <= {smoke['allowed_max_abs_diff']:.3g})", highlight=False)
+        _say(out, f"Smoke test on {target.name}: passed ({smoke['samples']} samples, max |diff| "
+                  f"{smoke['max_abs_diff']:.3g} <= {smoke['allowed_max_abs_diff']:.3g})")
         deployed = result.status["models"][spec.name]
-        out.print(f"Installed {chosen.recipe} ({chosen.id}) on {target.name}: {deployed['path']}", highlight=False)
-        out.print(f"Results: {workspace.db_path} (run {result.run_id}). "
-                  f"Undo with: edgekit rollback --target {target.name}", highlight=False)
+        _say(out, f"Installed {chosen.recipe} ({chosen.id}) on {target.name}: {deployed['path']}")
+        _say(out, f"Results: {workspace.db_path} (run {result.run_id}). "
+                  f"Undo with: edgekit rollback --target {target.name}")
     elif result.selection.chosen is None and result.selection.emulated:
-        out.print(f"{target.name} runs under emulation: its timings are not latency figures, so no variant is "
-                  f"chosen there. The device parity column is what this target proves.", highlight=False)
+        _say(out, f"{target.name} runs under emulation: its timings are not latency figures, so no variant is "
+                  f"chosen there. The device parity column is what this target proves.")
     elif result.selection.chosen is None:
         sys.exit(4)
 
@@ -321,7 +373,7 @@ class FleetEvents(_ProgressSteps):
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.progress.console.print(f"{self.target}: {message}", highlight=False, markup=False)
+            _say(self.progress.console, f"{self.target}: {message}")
 
     def done(self, ok: bool) -> None:
         total = self.progress.tasks[self.task].total
@@ -335,8 +387,10 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
 
     targets = [load_target(name) for name in names]  # every file is checked before any device is touched
     prof = load_profile(profile_name)
+    spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
-    ctx = pipeline.prepare(resolve_spec(*spec_args), workspace)
+    _check_store(workspace)
+    ctx = pipeline.prepare(spec, workspace)
     progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
                         disable=as_json or not err.is_terminal)
@@ -365,11 +419,10 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
             out.print(compress_table(list(built.values())))
         for name, result in outcome.items():
             if name in failed:
-                out.print(f"{name}: FAILED: {result}", highlight=False, markup=False)
+                _say(out, f"{name}: FAILED: {result}")
             else:
                 out.print(selection_table(result.selection, name))
-        out.print(f"Profiled {len(outcome) - len(failed)} of {len(outcome)} targets; results: {workspace.db_path}",
-                  highlight=False)
+        _say(out, f"Profiled {len(outcome) - len(failed)} of {len(outcome)} targets; results: {workspace.db_path}")
     if failed:
         sys.exit(max(getattr(r, "exit_code", 1) for r in failed.values()))
 
@@ -399,9 +452,14 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
     from contextlib import nullcontext
 
     from .device import connect, holder_name
+    from .pipeline import rollback
     from .results import ResultsStore
 
+    _check_name(model, "--model")
     target = load_target(target_name)
+    workspace = _workspace(home, db)
+    if action == "rollback":  # the switch is recorded: a store that cannot take it stops us before it
+        _check_store(workspace)
     with connect(target) as device, (device.locked(holder_name(action), wait_s) if action != "status"
                                      else nullcontext()):
         if action == "status":
@@ -412,22 +470,22 @@ def _device_command(target_name: str, action: str, model: str | None, home: Path
                 raise SpecError(f"--model is needed: {target.name} has {len(deployed)} deployed models "
                                 f"({', '.join(deployed) or 'none'}). Fix: add --model NAME")
             model = deployed[0]
-        doc = device.rollback(model)
-    with ResultsStore(_workspace(home, db).db_path) as results:
-        results.record_deployment(None, target.name, model, doc["models"][model]["current"], "rollback", True)
-    return doc
+        with ResultsStore(workspace.db_path) as results:
+            return rollback(device, results, model)
 
 
 def _print_status(doc: dict, target: str) -> None:
+    if doc.get("note"):
+        _say(out, f"note: {doc['note']}")
     if not doc["models"]:
-        out.print(f"{target}: nothing deployed under {doc['workdir']}", highlight=False)
+        _say(out, f"{target}: nothing deployed under {doc['workdir']}")
     for model, info in doc["models"].items():
         record = info.get("deployment") or {}
-        out.print(f"{target} · {model}: current {info['current'] or '-'} "
+        _say(out, f"{target} · {model}: current {info['current'] or '-'} "
                   f"({record.get('meta', {}).get('recipe', '?')}, installed {record.get('installed', '?')}); "
-                  f"previous {info['previous'] or '-'}", highlight=False)
+                  f"previous {info['previous'] or '-'}")
         if info.get("path"):
-            out.print(f"  {info['path']}", highlight=False)
+            _say(out, f"  {info['path']}")
 
 
 @main.command()
@@ -495,7 +553,7 @@ def targets_list(as_json) -> None:
         table.add_column(col)
     for t in found:
         host = "this machine" if t.transport == "local" else f"{t.user + '@' if t.user else ''}{t.host}"
-        table.add_row(t.name, t.transport, host, t.arch or "-", ", ".join(t.runtimes) or "-", t.source)
+        table.add_row(*map(cell, (t.name, t.transport, host, t.arch or "-", ", ".join(t.runtimes) or "-", t.source)))
     out.print(table)
 
 
@@ -518,7 +576,7 @@ def targets_show(name, as_json) -> None:
         return
     for key, value in doc.items():
         if value not in (None, "", [], ()):
-            out.print(f"{key:<16} {value}", highlight=False, markup=False)
+            _say(out, f"{key:<16} {value}")
 
 
 @targets.command("check")
@@ -564,9 +622,9 @@ def targets_check(name, as_json) -> None:
         lines.append(("emulated", f"yes, by {emulation.get('program')} on {emulation.get('host_machine')}: "
                                   "timings there are not latency figures"))
     for key, value in lines:
-        out.print(f"{key:<10} {value}", highlight=False, markup=False)
+        _say(out, f"{key:<10} {value}")
     for warning in warnings:
-        out.print(f"warning: {warning}", highlight=False, markup=False)
+        _say(out, f"warning: {warning}")
 
 
 @targets.command("trust")
@@ -662,7 +720,7 @@ def _emit(text: str, output: Path | None) -> None:
         sys.stdout.write(text)
     else:
         _write(output, text)
-        err.print(f"Wrote {output}", highlight=False)
+        _say(err, f"Wrote {output}")
 
 
 @main.command()
@@ -694,7 +752,7 @@ def report(home, db, output, targets, runs, model, fmt_) -> None:
 
         path = output or Path("report.html")
         _write(path, render(rep))
-        out.print(f"Wrote {path} ({', '.join(t.target for t in rep.targets)})", highlight=False)
+        _say(out, f"Wrote {path} ({', '.join(t.target for t in rep.targets)})")
 
 
 def _significance_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -734,7 +792,7 @@ def compare(home, db, targets, runs, baseline, model, output, alpha, min_change,
     out.print(comparison_table(comparison))
     from .report.formats import verdict_line
 
-    out.print(verdict_line(comparison), highlight=False, markup=False)
+    _say(out, verdict_line(comparison))
 
 
 @main.command()
@@ -763,7 +821,7 @@ def check(home, db, target_name, run_id, max_p90_ms, max_accuracy_drop, baseline
                     "checks": [c.__dict__ for c in checks]})
     else:
         for c in checks:
-            out.print(("[green]PASS[/] " if c.ok else "[bold red]FAIL[/] ") + f"{c.name}: " + c.message.replace("[", r"\["),
+            out.print(("[green]PASS[/] " if c.ok else "[bold red]FAIL[/] ") + escape(printable(f"{c.name}: {c.message}")),
                       highlight=False)
     if failed:
         sys.exit(1)

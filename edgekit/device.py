@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import documents
 from .bundle import agent_zipapp
 from .errors import DeviceError, UsageError
 from .spec import BenchSettings, Target, Variant, default_python
@@ -28,6 +29,8 @@ FIXES = {
     "out_of_memory": "choose a smaller variant or free memory on the device",
     "disk_full": "free space on the device or point the target's workdir elsewhere",
     "no_deployment": "deploy a variant first with edgekit deploy",
+    "bad_document": "run again; if it persists, the agent or the runtime on the device is broken",
+    "bad_output": "run again; if it persists, the runtime on the device is broken",
 }
 
 
@@ -58,6 +61,23 @@ def holder_name(command: str) -> str:
     return f"{user}@{socket.gethostname()} pid {os.getpid()} ({command})"
 
 
+# Runs on the device's Python (any 3.x): the agent file's sha256, or "missing". No link is followed.
+_SHA256 = ("import hashlib, os, sys\n"
+           "try:\n"
+           "    fd = os.open(sys.argv[1], os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))\n"
+           "except OSError:\n"
+           "    print('missing')\n"
+           "    sys.exit(0)\n"
+           "h = hashlib.sha256()\n"
+           "with os.fdopen(fd, 'rb') as fh:\n"
+           "    for chunk in iter(lambda: fh.read(1 << 20), b''):\n"
+           "        h.update(chunk)\n"
+           "print(h.hexdigest())\n")
+
+# Removes the files named on the command line, best effort (never through a link: unlink removes the link).
+_REMOVE = "import os, sys\nfor p in sys.argv[1:]:\n    try:\n        os.unlink(p)\n    except OSError:\n        pass\n"
+
+
 class Device:
     def __init__(self, target: Target, transport: Transport) -> None:
         self.target = target
@@ -79,25 +99,38 @@ class Device:
     # ------------------------------------------------------------------ agent calls
 
     def ensure_agent(self) -> None:
-        """Push the agent once per version; then check this Python can run it."""
+        """Before the first agent command of a connection: the agent file on the device must hash to
+        this host's agent (its name carries the hash; its bytes must too), else it is pushed again.
+        Then this Python must run it."""
         if self._agent_ready:
             return
-        pushed = False
-        if not self.transport.exists(self.agent_path):
-            self._push_agent()
-            pushed = True
+        _, digest = agent_zipapp()
+        found = self._agent_digest()
+        if found != digest:
+            self._push_agent()  # missing, or damaged or replaced since an earlier run
+            found = self._agent_digest()
+            if found != digest:
+                raise DeviceError(f"target {self.target.name}: the agent at {self.agent_path} hashes to "
+                                  f"{found[:16] or 'nothing'} right after it was pushed, not {digest[:16]}. Fix: "
+                                  f"check the device's disk and that nothing else writes under "
+                                  f"{self.target.workdir}", kind="agent_crashed")
         done = self.transport.run([self.python, self.agent_path, "version"], timeout=60)
         if done.returncode != 0:
             self._check_python(done.stderr)
-            if pushed:
-                raise DeviceError(f"target {self.target.name}: the agent does not start with {self.python} "
-                                  f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
-            self._push_agent()  # a damaged copy from an earlier run: replace it once
-            done = self.transport.run([self.python, self.agent_path, "version"], timeout=60)
-            if done.returncode != 0:
-                raise DeviceError(f"target {self.target.name}: the agent does not start with {self.python} "
-                                  f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+            raise DeviceError(f"target {self.target.name}: the agent does not start with {self.python} "
+                              f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+        documents.validate("version", _parse(done.stdout), self.target.name)
         self._agent_ready = True
+
+    def _agent_digest(self) -> str:
+        """sha256 of the agent file on the device ('' when there is none), by the device's Python."""
+        done = self.transport.run([self.python, "-c", _SHA256, self.agent_path], timeout=60)
+        if done.returncode != 0:
+            self._check_python(done.stderr)
+            raise DeviceError(f"target {self.target.name}: {self.python} could not read {self.agent_path} "
+                              f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+        found = done.stdout.strip()
+        return found if len(found) == 64 else ""
 
     def _push_agent(self) -> None:
         data, _ = agent_zipapp()
@@ -145,6 +178,8 @@ class Device:
                                         "--holder", holder, "--wait-s", str(wait_s)])
         try:
             doc = _parse(session.readline(timeout=wait_s + 60))
+            if doc is not None:
+                documents.validate("lock", doc, self.target.name)
             if doc is None:
                 raise DeviceError(f"target {self.target.name}: could not take the device lock "
                                   f"({_last_line(session.stderr()) or 'no answer'})", kind="agent_crashed")
@@ -162,14 +197,22 @@ class Device:
             session.close()
 
     def agent(self, *args: str, timeout: float = 120) -> dict[str, Any]:
+        """The agent's answer to one command, checked (`documents.validate`) before anyone reads it."""
         self.ensure_agent()
         done = self.transport.run([self.python, self.agent_path, *args], timeout=timeout)
+        max_samples = _option_int(args, "--max-runs", documents.MAX_SAMPLES)
+        limit = max(documents.MAX_STDOUT_BYTES, 40 * max_samples)
+        if len(done.stdout or "") > limit:
+            raise DeviceError(f"target {self.target.name}: the agent's {args[0]} answer is "
+                              f"{len(done.stdout) / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB a document may be; "
+                              f"nothing from it was kept. Fix: {FIXES['bad_document']}", kind="bad_document")
         doc = _parse(done.stdout)
         if doc is None:
             raise DeviceError(f"target {self.target.name}: the agent exited {done.returncode} without a result "
                               f"({_last_line(done.stderr) or 'no output'})", kind="agent_crashed")
+        documents.validate(args[0], doc, self.target.name, max_samples)
         if "error" in doc:
-            kind, message = doc["error"].get("kind", "internal"), doc["error"].get("message", "")
+            kind, message = doc["error"].get("kind", "internal"), (doc["error"].get("message") or "")[:500]
             fix = FIXES.get(kind)
             raise DeviceError(f"target {self.target.name}: {message}" + (f". Fix: {fix}" if fix else ""), kind=kind)
         return doc
@@ -256,18 +299,29 @@ class Device:
         stacked over calls. What comes back is checked before it is used: one array per output
         index, one entry per call, numbers only."""
         stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
-        tag = f"{os.getpid()}-{variant.sha256[:12]}-{secrets.token_hex(4)}"
+        tag = f"{variant.sha256[:12]}-{secrets.token_hex(8)}"
         remote_in = remote_path(self.target.workdir, "tmp", f"in-{tag}.npz")
         remote_out = remote_path(self.target.workdir, "tmp", f"out-{tag}.npz")
         with tempfile.TemporaryDirectory() as tmp:
             local_in, local_out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
             np.savez(local_in, **stacked)
-            self.transport.put(str(local_in), remote_in)
-            self._with_artifact(variant, remote, lambda path: self.agent(
-                "run", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
-                "--inputs", remote_in, "--outputs", remote_out, timeout=600))
-            self.transport.get(remote_out, str(local_out))
+            try:
+                self.transport.put(str(local_in), remote_in)
+                self._with_artifact(variant, remote, lambda path: self.agent(
+                    "run", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
+                    "--inputs", remote_in, "--outputs", remote_out, timeout=600))
+                self.transport.get(remote_out, str(local_out))
+            finally:
+                self._remove(remote_in, remote_out)
             return _device_outputs(local_out, len(batches), self.target.name)
+
+    def _remove(self, *remote: str) -> None:
+        """Delete scratch files on the device, best effort: a failure here must not hide the result
+        or the error of the command they served (a full-size input file is tens of MB)."""
+        try:
+            self.transport.run([self.python, "-c", _REMOVE, *remote], timeout=30)
+        except Exception:
+            pass
 
     def install(self, variant: Variant, remote: str) -> dict[str, Any]:
         meta = json.dumps({"recipe": variant.recipe, "format": variant.format, "precision": variant.precision,
@@ -329,14 +383,24 @@ def _device_outputs(path: Path, calls: int, target: str) -> list[np.ndarray]:
 
 
 def _parse(stdout: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.strip().splitlines()):
+    """The last line that is an agent document (a JSON object with a schema); its schema is
+    checked by `documents.validate`, so another version's answer is refused, not ignored."""
+    for line in reversed((stdout or "").strip().splitlines()):
         try:
             doc = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             continue
-        if isinstance(doc, dict) and doc.get("schema") == 1:
+        if isinstance(doc, dict) and "schema" in doc:
             return doc
     return None
+
+
+def _option_int(args: tuple[str, ...], option: str, default: int) -> int:
+    """The integer after `option` in an agent command line (what the host asked for)."""
+    try:
+        return int(args[args.index(option) + 1])
+    except (ValueError, IndexError):
+        return default
 
 
 def _last_line(text: str) -> str:

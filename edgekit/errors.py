@@ -27,6 +27,10 @@ class ModelError(UsageError):
     """The model cannot be loaded or does not accept the declared inputs."""
 
 
+class StoreError(UsageError):
+    """The results store cannot be opened or written: corrupt, read-only or locked."""
+
+
 class CompressError(EdgekitError):
     """A converter failed for a recipe."""
 

@@ -124,18 +124,60 @@ def load_torch_model(spec: ModelSpec):
                                  f"({_one_line(exc)}). Fix: use a state_dict saved from the same architecture") from None
     else:
         assert spec.path is not None
-        try:
-            try:
-                model = torch.jit.load(str(spec.path), map_location="cpu")
-            except Exception:
-                model = torch.load(spec.path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise ModelError(f"model path {spec.path}: not a TorchScript or pickled torch module "
-                             f"({_one_line(exc)}). Fix: save it with torch.save(model) or torch.jit.save") from None
+        model = _load_model_file(spec)
     if not isinstance(model, torch.nn.Module):
         raise ModelError(f"model {spec.factory or spec.path}: got {type(model).__name__}, not a torch.nn.Module. "
                          f"Fix: return or save the module itself")
     return model.eval()
+
+
+def _load_model_file(spec: ModelSpec):
+    """A TorchScript file, else a whole-module pickle, which only loads with the user's consent:
+    unpickling runs whatever code the file names (PyTorch's own warning on torch.load), so a
+    model file from anywhere must never get that far silently."""
+    import torch
+
+    path = spec.path
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        jit_error = _one_line(exc)
+    try:
+        held = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    except Exception:
+        if not _torch_pickle(path):
+            raise ModelError(f"model path {path}: not a TorchScript or pickled torch module ({jit_error}). "
+                             f"Fix: save it with torch.jit.save, or give an .onnx file") from None
+        if not spec.allow_pickle:
+            raise ModelError(f"model path {path}: a pickled torch module; loading it runs any code it holds, so "
+                             f"edgekit does not without your consent. Fix: if you trust the file, add "
+                             f"--allow-pickle (or allow_pickle = true under [model]); better, save it with "
+                             f"torch.jit.save or export it to ONNX") from None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ModelError(f"model path {path}: cannot be unpickled as a torch module ({_one_line(exc)}). "
+                             f"Fix: save it with torch.save(model) or torch.jit.save") from None
+    raise ModelError(f"model path {path}: holds {type(held).__name__} (weights), not a module. Fix: give the "
+                     f"architecture as factory = \"module:function\" and this file as checkpoint")
+
+
+# torch.save's legacy (pre-1.6) format opens with the pickled magic number 0x1950a86a20f9469cfc6c.
+_LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _torch_pickle(path: Path) -> bool:
+    """Whether `path` is a torch.save file: a zip holding `*/data.pkl`, or the legacy format."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist())
+        with open(path, "rb") as fh:
+            return fh.read(len(_LEGACY_TORCH)) == _LEGACY_TORCH
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def example_inputs(spec: ModelSpec, seed: int = 0) -> dict[str, np.ndarray]:

@@ -612,3 +612,46 @@ def profile_fleet(ctx: BuildContext, targets: list[Target], prof: Profile, works
     with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
         futures = {t.name: pool.submit(one, t) for t in targets}
         return {name: future.result() for name, future in futures.items()}
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def rollback(device: Device, results: ResultsStore, model: str) -> dict[str, Any]:
+    """Switch `model` back to its previous deployment, recording it so that a failure at any point
+    says what the device did.
+
+    The intent is committed before the switch. If recording the outcome then fails, the error says
+    the device did switch; the next rollback finds that intent with the device in the state it
+    describes and records it instead of switching back.
+    """
+    import sqlite3
+
+    from .errors import StoreError
+
+    target = device.target.name
+    before = device.status(model)["models"].get(model) or {}
+    current, previous = before.get("current"), before.get("previous")
+    pending = results.pending_rollback(target, model)
+    if pending is not None:
+        if pending["message"] == f"pending: {previous} -> {current}":  # that switch happened
+            results.finish_deployment(pending["id"], True, f"{previous} -> {current} (recorded by a later rollback)")
+            doc = device.status(model)
+            doc["note"] = (f"an earlier rollback had switched {model} to {current} but could not record it; "
+                           f"recorded now, nothing switched")
+            return doc
+        results.finish_deployment(pending["id"], False, f"{pending['message'][9:]}: the device did not switch")
+    intent = results.start_rollback(target, model, current, previous)
+    try:
+        doc = device.rollback(model)
+    except EdgekitError as exc:
+        results.finish_deployment(intent, False, str(exc)[:500])
+        raise
+    try:
+        results.finish_deployment(intent, True, f"{current} -> {previous}")
+    except (StoreError, sqlite3.Error) as exc:
+        raise StoreError(f"target {target}: {model} IS rolled back, now {previous} (previous {current}), but the "
+                         f"results store {results.path} could not record it ({' '.join(str(exc).split())[:200]}). "
+                         f"Fix: do not roll back again until the store is repaired; then run the same rollback "
+                         f"once: it records this switch instead of switching back") from None
+    return doc

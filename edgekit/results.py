@@ -7,12 +7,14 @@ nothing the device said is lost.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from . import __version__
+from .errors import StoreError
 from .spec import Measurement, Variant
 
 SCHEMA = """
@@ -82,18 +84,57 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def store_error(path: Path | None, exc: BaseException) -> StoreError:
+    """What a failing SQLite store means for the user, as one line naming the file and the fix."""
+    where = f"the results store {path}" if path is not None else "the results store"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        fix = (f"move it aside (mv {path} {path}.bad) and run again: a new store is made; or pass --db FILE"
+               if path is not None else "move the store aside and run again, or pass --db FILE")
+        return StoreError(f"{where} is damaged ({text}). Fix: {fix}")
+    if "locked" in low or "busy" in low:
+        return StoreError(f"{where} is locked by another process ({text}). Fix: wait for the other edgekit run "
+                          f"to finish and run again, or pass --db FILE")
+    if "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        return StoreError(f"cannot write {where} ({text}). Fix: make the file and its folder writable, or pass "
+                          f"--db / --home to a writable place")
+    return StoreError(f"{where} failed ({text}). Fix: check it is an edgekit results store, or pass --db FILE")
+
+
 class ResultsStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=30)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        self.db: sqlite3.Connection | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(path), timeout=30)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self.close()
+            raise store_error(path, exc) from None
+        except OSError as exc:
+            self.close()
+            raise StoreError(f"cannot create the results store {path} ({exc.strerror}). Fix: pass --db / --home "
+                             f"to a writable place") from None
+
+    def check_writable(self, wait_s: float = 5.0) -> None:
+        """Take and drop the write lock: a read-only, locked or damaged store fails here, before any
+        work whose results it would have to keep. Other runs hold it for milliseconds at a time."""
+        try:
+            self.db.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("SELECT COUNT(*) FROM runs").fetchone()
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from None
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -183,8 +224,41 @@ class ResultsStore:
                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                             (run_id, target, model, variant_id, action, int(ok), message, _now()))
 
+    def start_rollback(self, target: str, model: str, current: str | None, previous: str | None) -> int:
+        """The intent, committed before the device switches: `pending: CURRENT -> PREVIOUS`."""
+        with self.db:
+            cur = self.db.execute("INSERT INTO deployments (run_id, target, model, variant_id, action, ok, message, "
+                                  "created) VALUES (NULL, ?, ?, ?, 'rollback', 0, ?, ?)",
+                                  (target, model, previous, f"pending: {current} -> {previous}", _now()))
+        return int(cur.lastrowid)
+
+    def pending_rollback(self, target: str, model: str) -> sqlite3.Row | None:
+        """The newest rollback of `model` on `target` whose outcome was never recorded."""
+        return self.db.execute("SELECT * FROM deployments WHERE target=? AND model=? AND action='rollback' "
+                               "AND message LIKE 'pending: %' ORDER BY id DESC LIMIT 1", (target, model)).fetchone()
+
+    def finish_deployment(self, row_id: int, ok: bool, message: str) -> None:
+        with self.db:
+            self.db.execute("UPDATE deployments SET ok=?, message=? WHERE id=?", (int(ok), message, row_id))
+
     def rows(self, sql: str, *args: Any) -> Iterator[sqlite3.Row]:
         return iter(self.db.execute(sql, args).fetchall())
+
+
+def check_store(path: Path) -> None:
+    """What deploy/profile/rollback do before their work: an existing store is opened and its write
+    lock taken and dropped; a missing one is not created yet (bad input found later must leave
+    nothing behind), only the folder it would go in is checked."""
+    if not path.exists():
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot create the results store {path}: {folder} is not a writable folder. Fix: "
+                             f"pass --db / --home to a writable place")
+        return
+    with ResultsStore(path) as store:
+        store.check_writable()
 
 
 def _measurement(row: sqlite3.Row) -> Measurement:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class ModelSpec:
     dynamic_batch: bool = False  # export ONNX with a symbolic batch dimension (shape[0] is the example)
     task: str | None = None  # "classification": the first output is class scores (top-1, label accuracy)
     metric: str | None = None  # module:function(reference, outputs, labels) -> float, higher is better
+    allow_pickle: bool = False  # a whole-module pickle at `path` may be unpickled (runs its code)
 
     @property
     def is_onnx(self) -> bool:
@@ -269,6 +271,19 @@ class Measurement:
         if name == "energy_mj":
             return self.power.get("energy_per_inference_mj")
         return self.stats.get(name)
+
+
+# A model name becomes a folder on every device (deployments/<name>/) and a key in the store:
+# the agent takes letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def model_name_problem(name: object) -> str | None:
+    """Why `name` cannot name a model, or None when it can (re.fullmatch: no trailing newline)."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
+        return (f"{name!r} is not a model name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                f"or digit (it names a folder on the device)")
+    return None
 
 
 # --------------------------------------------------------------------------- TOML reading
@@ -466,10 +481,13 @@ def load_model_spec(path: Path) -> ModelSpec:
     doc = read_toml(path)
     doc.unknown_keys({"model", "data"})
     model = doc.table("model")
-    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch", "task"})
+    model.unknown_keys({"name", "factory", "checkpoint", "path", "inputs", "dynamic_batch", "task", "allow_pickle"})
     dynamic_batch = model.data.get("dynamic_batch", False)
     if not isinstance(dynamic_batch, bool):
         raise model.fail("dynamic_batch", f"expected true or false, got {dynamic_batch!r}", "write dynamic_batch = true")
+    allow_pickle = model.data.get("allow_pickle", False)
+    if not isinstance(allow_pickle, bool):
+        raise model.fail("allow_pickle", f"expected true or false, got {allow_pickle!r}", "write allow_pickle = true")
     task = model.text("task")
     if task is not None and task not in TASKS:
         raise model.fail("task", f"{task!r} is not known", f'use one of {", ".join(TASKS)}, or leave it out')
@@ -522,8 +540,12 @@ def load_model_spec(path: Path) -> ModelSpec:
     if len(set(names)) != len(names):
         raise model.fail("inputs", f"input names repeat: {names}", "give every input its own name")
 
+    name = model.text("name", required=True)
+    problem = model_name_problem(name)
+    if problem:
+        raise model.fail("name", problem, 'write e.g. name = "detector-v2"')
     return ModelSpec(
-        name=model.text("name", required=True),
+        name=name,
         inputs=inputs,
         factory=factory,
         checkpoint=checkpoint,
@@ -535,6 +557,7 @@ def load_model_spec(path: Path) -> ModelSpec:
         dynamic_batch=dynamic_batch,
         task=task,
         metric=metric,
+        allow_pickle=allow_pickle,
     )
 
 

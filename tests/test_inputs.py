@@ -29,7 +29,7 @@ def test_pickled_module_with_dynamic_batch(built, tmp_path):
     ctx, _ = built
     torch.save(ctx.model, tmp_path / "whole.pt")
     spec = ModelSpec(name="pickled", inputs=(InputSpec("input", (1, 1, 8, 8)),), path=tmp_path / "whole.pt",
-                     calibration=CAL, evaluation=EVAL, dynamic_batch=True)
+                     calibration=CAL, evaluation=EVAL, dynamic_batch=True, allow_pickle=True)
     (v, _), = compress(prepare(spec), ("onnx:fp32",), Workspace(tmp_path, tmp_path / "r.db"))
     assert v.status == "ok", v.error
     assert v.options["dynamic_batch"] is True and v.metrics["top1_agreement"] == 1.0

@@ -158,3 +158,36 @@ def test_nonfinite_numbers_are_refused(tmp_path, monkeypatch):
     (tmp_path / "p.toml").write_text('[build]\nrecipes = ["onnx:fp32"]\n[select]\nconstraints = { min_cosine = 1.5 }\n')
     with pytest.raises(SpecError, match="min_cosine: expected 0..1"):
         load_profile(str(tmp_path / "p.toml"))
+
+
+BAD_NAMES = ["../x", "a/b", "..", ".", "", "m\n", "-m", ".hidden", "a..b", "x" * 65, "déjà", "a b", "a\\b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_model_names_are_checked_where_the_spec_is_read(tmp_path, name):
+    import json
+
+    text = GOOD_MODEL.replace('name = "m"', f"name = {json.dumps(name)}")
+    with pytest.raises(SpecError, match=r"\[model\] name: .*(is not a model name|non-empty).*Fix: write"):
+        load_model_spec(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", ["m", "det.v2", "A_b-3", "x" * 64, "0"])
+def test_good_model_names(tmp_path, name):
+    assert load_model_spec(write(tmp_path, GOOD_MODEL.replace('name = "m"', f'name = "{name}"'))).name == name
+
+
+def test_cli_names_are_checked_before_any_work(workdir):
+    from conftest import run_cli
+
+    for args in (("--name", "../x"), ("--name", "m\n"), ("--name", "")):
+        proc = run_cli("compress", *args, "--json")
+        assert proc.returncode == 2 and "is not a model name" in proc.stderr and "Fix: e.g. --name" in proc.stderr, \
+            (args, proc.stderr)
+        assert not (workdir / ".edgekit").exists()
+    bad_stem = workdir / "my model.pt"
+    bad_stem.write_bytes(b"")
+    proc = run_cli("compress", "--model-path", str(bad_stem), "--input", "x:1x4", "--json")
+    assert proc.returncode == 2 and "taken from the file name" in proc.stderr and "add --name" in proc.stderr
+    proc = run_cli("rollback", "--target", "local", "--model", "../../etc")
+    assert proc.returncode == 2 and "--model '../../etc' is not a model name" in proc.stderr

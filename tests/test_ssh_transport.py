@@ -49,6 +49,9 @@ def test_files_are_relative_to_the_login_dir_and_atomic(ssh_devices, tmp_path):
         on_device = device.device_path("deep/er/blob.bin")
         assert on_device.read_bytes() == src.read_bytes()
         assert os.listdir(on_device.parent) == ["blob.bin"]  # no temporary file left behind
+        # private on the device, as the local transport makes them: files 0600, the folders it made 0700
+        assert on_device.stat().st_mode & 0o777 == 0o600
+        assert [(on_device.parent / d).stat().st_mode & 0o777 for d in ("..", ".")] == [0o700, 0o700]
         assert tr.exists("deep/er/blob.bin") and not tr.exists("deep/er/nothing")
         back = tmp_path / "back.bin"
         tr.get("deep/er/blob.bin", str(back))

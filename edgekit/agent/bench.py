@@ -4,6 +4,7 @@ a minimum duration are met. All samples are kept and returned."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import time
 from typing import Dict, List, Optional
@@ -13,7 +14,7 @@ from . import power as power_mod
 from . import thermal
 from .latency import measure, measure_at_rate, warm_up
 from .sampler import Sampler, measure_idle, summary
-from .files import verified
+from .files import verified, write_replacing
 from .protocol import AgentError
 from .runners import call_feeds, first_batch, generated_inputs, load_npz, make_runner
 from .stats import noise_warning, summarize
@@ -197,6 +198,11 @@ def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs
             raise AgentError("run_failed", "output {} changes shape between batches ({}): send batches of one "
                              "shape".format(j, ", ".join(map(str, shapes))))
         stacked["output_{}".format(j)] = np.stack([r[j] for r in results])
-    np.savez(outputs, **stacked)
+    try:  # a fresh file renamed into place: a link left at `outputs` is replaced, never written through
+        outputs = write_replacing(outputs, lambda fh: np.savez(fh, **stacked))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise AgentError("disk_full", "no space left on the device for {}".format(outputs))
+        raise AgentError("bad_request", "cannot write {}: {}".format(outputs, exc.strerror))
     return {"command": "run", "batches": len(results), "outputs": outputs, "runtime": runner.describe(),
             "emulation": emulation.detect()}

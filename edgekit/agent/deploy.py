@@ -10,11 +10,13 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
+import tempfile
 import time
 from typing import Optional
 
-from .files import sha256_file, verified
+from .files import NOFOLLOW, copy_new, private_dirs, private_workdir, sha256_file, verified
 from .protocol import AgentError
 
 SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -40,10 +42,8 @@ def _link(model_dir: str, name: str) -> Optional[str]:
 
 
 def _switch(model_dir: str, name: str, target: str) -> None:
-    tmp = os.path.join(model_dir, ".{}.{}".format(name, os.getpid()))
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(target, tmp)
+    tmp = os.path.join(model_dir, ".{}.{}".format(name, secrets.token_hex(8)))
+    os.symlink(target, tmp)  # fails rather than follows if the name exists
     os.replace(tmp, os.path.join(model_dir, name))
 
 
@@ -62,17 +62,22 @@ def install(workdir: str, model: str, variant: str, artifact: str, sha256: str, 
     model_dir = _model_dir(workdir, model)
     final = os.path.join(model_dir, _safe(variant, "variant id"))
     name = os.path.basename(source)
-    if os.path.isfile(os.path.join(final, name)) and sha256_file(os.path.join(final, name)) == sha256:
-        return {"command": "install", "path": os.path.join(final, name), "reused": True}
-    staging = os.path.join(model_dir, ".staging-{}-{}".format(variant, os.getpid()))
+    placed = os.path.join(final, name)
+    if os.path.isfile(placed) and not os.path.islink(placed) and sha256_file(placed) == sha256:
+        return {"command": "install", "path": placed, "reused": True}
+    staging = None
     try:
-        os.makedirs(staging, exist_ok=True)
-        shutil.copyfile(source, os.path.join(staging, name))
+        private_workdir(workdir)
+        private_dirs(model_dir)
+        staging = tempfile.mkdtemp(prefix=".staging-{}-".format(variant), dir=model_dir)  # 0700, a new name
+        copy_new(source, os.path.join(staging, name))
         verified(os.path.join(staging, name), sha256)
         record = {"variant": variant, "model": model, "file": name, "sha256": sha256,
                   "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "meta": json.loads(meta) if meta else {}}
-        with open(os.path.join(staging, "deployment.json"), "w") as fh:
+        fd = os.open(os.path.join(staging, "deployment.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW,
+                     0o600)
+        with os.fdopen(fd, "w") as fh:
             json.dump(record, fh, indent=2)
         if os.path.isdir(final):
             if _link(model_dir, "current") == variant:
@@ -81,10 +86,12 @@ def install(workdir: str, model: str, variant: str, artifact: str, sha256: str, 
             shutil.rmtree(final)
         os.replace(staging, final)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
         raise _disk_error(exc, model_dir)
     except AgentError:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"command": "install", "path": os.path.join(final, name), "reused": False}
 
@@ -129,8 +136,10 @@ def status(workdir: str, model: Optional[str]) -> dict:
         record = None
         if current:
             try:
-                with open(os.path.join(model_dir, current, "deployment.json")) as fh:
+                fd = os.open(os.path.join(model_dir, current, "deployment.json"), os.O_RDONLY | NOFOLLOW)
+                with os.fdopen(fd) as fh:
                     record = json.load(fh)
+                record = record if isinstance(record, dict) and isinstance(record.get("file"), str) else None
             except (OSError, ValueError):
                 record = None
         installed = sorted(d for d in os.listdir(model_dir)

@@ -20,16 +20,16 @@ import sys
 import time
 from typing import Optional
 
-from .files import verified
+from .files import NOFOLLOW, open_private, private_workdir, verified
 from .protocol import AgentError, emit
 
 
 def _holder(path: str) -> str:
     try:
-        with open(path) as fh:
-            doc = json.load(fh)
+        with os.fdopen(os.open(path, os.O_RDONLY | NOFOLLOW), "r") as fh:
+            doc = json.loads(fh.read(65536))
         return "{} since {}".format(doc.get("holder", "?"), doc.get("since", "?"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return "an unknown process"
 
 
@@ -38,11 +38,14 @@ def hold_lock(workdir: str, holder: str, wait_s: float) -> int:
     root = os.path.expanduser(workdir)
     path = os.path.join(root, "lock")
     try:
-        os.makedirs(root, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        root = private_workdir(workdir)
+        fd = open_private(path)  # never through a link: the lock file is truncated below
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise AgentError("disk_full", "no space left on the device under {}".format(root))
+        if exc.errno in (errno.ELOOP, errno.EPERM, errno.EMLINK):
+            raise AgentError("bad_request", "{} is a symbolic link, a hard link or not this user's file; refusing "
+                             "to use it as the lock: remove it".format(path))
         raise AgentError("bad_request", "cannot create {}: {}; set the target's workdir to a writable "
                          "folder".format(path, exc.strerror))
     deadline = time.monotonic() + max(0.0, wait_s)
@@ -101,9 +104,12 @@ def accept(source: str, dest: str, sha256: str) -> dict:
 def lock_status(workdir: str) -> dict:
     """Whether the lock is held now, and by whom (a lock file nobody holds is reported as free)."""
     path = os.path.join(os.path.expanduser(workdir), "lock")
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return {"command": "lock-status", "held": False, "holder": None}
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    except OSError as exc:
+        raise AgentError("bad_request", "cannot read the lock {}: {}; remove it".format(path, exc.strerror))
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -25,9 +25,13 @@ def run_checks(t: TargetReport, max_p90_ms: float | None = None, max_accuracy_dr
                min_change: float = MIN_CHANGE) -> list[Check]:
     chosen = t.chosen
     where = f"on {t.target}, run {t.run_id}"
+    if t.unfinished and chosen is not None:  # an interrupted run's choice was never acted on
+        return [Check("selection", False, f"{t.unfinished}: its choice {chosen.variant.recipe} is not a result. "
+                                          f"Fix: run it again to completion, or check an earlier run with --run")]
     if chosen is None:
         reasons = "; ".join(f"{r.variant.recipe}: {r.reason}" for r in t.rows) or "no variants"
-        return [Check("selection", False, f"no variant meets profile {t.profile} {where} ({reasons})")]
+        return [Check("selection", False, f"no variant meets profile {t.profile} {where} ({reasons})"
+                                          + (f"; {t.unfinished}" if t.unfinished else ""))]
     recipe = chosen.variant.recipe
     checks = [Check("selection", True, f"{recipe} chosen {where}")]
     if max_p90_ms is not None:

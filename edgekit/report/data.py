@@ -141,6 +141,7 @@ class TargetReport:
     probe: dict[str, Any]
     rows: list[VariantRow]
     notes: list[str] = field(default_factory=list)
+    unfinished: str | None = None  # why this run's choice was never a finished decision (see `unfinished`)
 
     @property
     def chosen(self) -> VariantRow | None:
@@ -303,10 +304,36 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
     for r in pareto_front(rows, fidelity_axis(dict(settings.constraints), rows)):
         r.pareto = True
     probe_row = next(store.rows("SELECT document FROM probes WHERE run_id=? AND target=?", run_id, target), None)
+    stopped = unfinished(store, run, target)
+    if stopped:
+        notes.append(stopped)
     return TargetReport(target=target, run_id=run_id, model=run["model"], profile=run["profile"],
                         objective=settings.objective, constraints=dict(settings.constraints),
                         started=run["started"], edgekit_version=run["edgekit_version"], command=run["command"],
-                        probe=json.loads(probe_row["document"]) if probe_row else {}, rows=rows, notes=notes)
+                        probe=json.loads(probe_row["document"]) if probe_row else {}, rows=rows, notes=notes,
+                        unfinished=stopped)
+
+
+def unfinished(store: ResultsStore, run: Any, target: str) -> str | None:
+    """Why the run's choice on `target` is not a finished decision, or None.
+
+    A run links its variants to their measurements once measuring is done (`run_variants`), and
+    a deploy records its install (ok or not) when it ends: a run that has its profile recorded but
+    no links stopped while measuring; a deploy with no successful install never installed its choice.
+    """
+    run_id = run["id"]
+    has_profile = next(store.rows("SELECT 1 FROM run_profiles WHERE run_id=?", run_id), None) is not None
+    linked = next(store.rows("SELECT 1 FROM run_variants WHERE run_id=? AND target=?", run_id, target), None)
+    if has_profile and linked is None:
+        return f"run {run_id} stopped before it finished measuring on {target}: its figures are partial"
+    if run["command"] == "deploy":
+        installs = list(store.rows("SELECT ok, message FROM deployments WHERE run_id=? AND target=? "
+                                   "AND action='install' ORDER BY id", run_id, target))
+        if not installs:
+            return f"deploy run {run_id} installed nothing on {target} (it stopped or found nothing to install)"
+        if not any(r["ok"] for r in installs):
+            return f"deploy run {run_id} did not install its choice on {target} ({installs[-1]['message'] or 'failed'})"
+    return None
 
 
 def _apply_named_deployment(store: ResultsStore, selection: Selection, run_id: int, target: str) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from . import fmt
 from .compare import Comparison, Delta
 from .data import Report, TargetReport, VariantRow
+from .safe import strict_json
 
 # quantity -> decimals in JSON and CSV
 DECIMALS = {"ms": 4, "mb": 2, "w": 3, "mj": 4, "fraction": 5, "cv": 4}
@@ -66,7 +66,7 @@ def target_dict(t: TargetReport) -> dict[str, Any]:
 
 
 def to_json(report: Report) -> str:
-    return json.dumps({"schema": 1, "targets": [target_dict(t) for t in report.targets]}, indent=2) + "\n"
+    return strict_json({"schema": 1, "targets": [target_dict(t) for t in report.targets]}, indent=2) + "\n"
 
 
 CSV_COLUMNS = ("target", "run_id", "model", "recipe", "format", "precision", "size_bytes", "sha256", "status",
@@ -165,7 +165,7 @@ def comparison_dict(c: Comparison) -> dict[str, Any]:
 
 
 def comparison_json(c: Comparison) -> str:
-    return json.dumps(comparison_dict(c), indent=2) + "\n"
+    return strict_json(comparison_dict(c), indent=2) + "\n"
 
 
 COMPARE_CSV = ("recipe", "column", "target", "run_id", "status", "p50_ms", "ci95_lo_ms", "ci95_hi_ms", "p90_ms",

@@ -8,6 +8,7 @@ from rich.text import Text
 from ..agent import cpuload
 from ..select import Selection
 from . import fmt
+from .safe import cell, printable, text as safe_text
 from ..spec import Variant
 
 
@@ -23,12 +24,12 @@ def _state(v: Variant, cached: bool) -> Text:
     if v.metrics.get("within_budget") is False:
         text.append(" · over accuracy budget", style="bold red")
     elif v.warnings:
-        text.append(f" · {v.warnings[0][:60]}", style="yellow")
+        text.append(f" · {printable(v.warnings[0])[:60]}", style="yellow")
     return text
 
 
 def parity_text(parity: dict) -> Text:
-    text = fmt.parity(parity)
+    text = printable(fmt.parity(parity))
     return Text(text[:72], style="green" if text.startswith("✓") else "red" if text.startswith("✗") else "")
 
 
@@ -64,11 +65,11 @@ def compress_table(variants: list[tuple[Variant, bool]]) -> Table:
     for v, cached in variants:
         m = v.metrics
         if v.status != "ok":
-            table.add_row(v.recipe, "-", "-", "-", "-", "-", "-", "-",
-                          Text(f"failed: {v.error}", style="red"))
+            table.add_row(cell(v.recipe), "-", "-", "-", "-", "-", "-", "-",
+                          safe_text(f"failed: {v.error}", style="red"))
             continue
         outputs = max(outputs, len(m.get("outputs") or []))
-        table.add_row(v.recipe, fmt.size(v.size_bytes), _quantized(v), _pct(m.get("accuracy")),
+        table.add_row(cell(v.recipe), fmt.size(v.size_bytes), _quantized(v), _pct(m.get("accuracy")),
                       _pct(m.get("accuracy_drop")), _pct(m.get("top1_agreement")), fmt.cosine(m.get("mean_cosine")),
                       f"{m['max_abs_diff']:.2g}" if "max_abs_diff" in m else "-", _state(v, cached))
     if outputs > 1:
@@ -86,13 +87,13 @@ def inputs_caption(selection: Selection) -> str | None:
         text = fmt.inputs(m.document)
         if text and text not in seen:
             seen.append(text)
-    return "timed on " + "; ".join(seen) if seen else None
+    return printable("timed on " + "; ".join(seen)) if seen else None
 
 
 def graph_table(io, name: str) -> Table:
     """`edgekit inspect`: inputs and outputs of an ONNX graph; named dims are the ones to declare."""
-    table = Table(title=f"{name}: opset {io.opset or '?'}" + (f", made by {io.producer}" if io.producer else ""),
-                  title_justify="left")
+    table = Table(title=safe_text(f"{name}: opset {io.opset or '?'}" + (f", made by {io.producer}" if io.producer
+                                                                      else "")), title_justify="left")
     for col in ("", "name", "shape", "dtype"):
         table.add_column(col)
     for kind, tensors in (("input", io.inputs), ("output", io.outputs)):
@@ -100,12 +101,12 @@ def graph_table(io, name: str) -> Table:
             shape = Text("[")
             for i, d in enumerate(t.dims):
                 shape.append(("" if i == 0 else ", "))
-                shape.append(str(d), style="bold yellow" if isinstance(d, str) else "")
+                shape.append(printable(d), style="bold yellow" if isinstance(d, str) else "")
             shape.append("]")
-            table.add_row(kind, t.name, shape, t.dtype)
+            table.add_row(kind, cell(t.name), shape, cell(t.dtype))
     dynamic = sorted({d for t in io.inputs for d in t.dynamic})
     if dynamic:
-        table.caption = Text(f"dynamic: {', '.join(dynamic)} - declare a size for each in [model] inputs "
+        table.caption = safe_text(f"dynamic: {', '.join(dynamic)} - declare a size for each in [model] inputs "
                              f"(or --input NAME:1x3x320x320)")
     return table
 
@@ -115,7 +116,7 @@ PARITY_COLUMN = (("device vs host: top-1 · max|Δ|", "left"),)  # shown when th
 
 def selection_table(selection: Selection, target: str) -> Table:
     with_parity = any(r.measurement is not None and r.measurement.parity for r in selection.rows)
-    table = Table(title=f"{target}: variants by {selection.objective}", title_justify="left")
+    table = Table(title=safe_text(f"{target}: variants by {selection.objective}"), title_justify="left")
     for col, justify in (("", "left"), ("recipe", "left"), ("size", "right"), ("accuracy %", "right"),
                          ("drop pts", "right"), ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
                          ("CV %", "right"), ("peak RSS MB", "right")) + PARITY_COLUMN * with_parity + (
@@ -126,14 +127,14 @@ def selection_table(selection: Selection, target: str) -> Table:
         stats = m.stats if m and m.status == "ok" else {}
         rss = m.memory.get("peak_rss_mb") if m and m.status == "ok" else None
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[row.status]
-        decision = Text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
+        decision = safe_text(f"{row.status}: {row.reason}" if row.reason else row.status, style=style)
         decision.append_text(measurement_note(m))
         if m is not None and m.emulated:  # the emulator's timings: never shown as latency
             timing = [Text(EMULATED_CELL, style="yellow"), "-", "-", "-", "-"]
         else:
             timing = [fmt.ms(stats.get("p50_ms")), fmt.ms(stats.get("p90_ms")), fmt.ms(stats.get("p99_ms")),
                       f"{stats['cv'] * 100:.1f}" if "cv" in stats else "-", f"{rss:.0f}" if rss is not None else "-"]
-        table.add_row(Text(mark, style=style), v.recipe, fmt.size(v.size_bytes),
+        table.add_row(Text(mark, style=style), cell(v.recipe), fmt.size(v.size_bytes),
                       _pct(v.metrics.get("accuracy")), _pct(v.metrics.get("accuracy_drop")),
                       *timing, *[parity_text(m.parity if m else {})] * with_parity, decision)
     caption = inputs_caption(selection)
@@ -145,8 +146,8 @@ def report_table(t) -> Table:
     """One target of a report (`report.data.TargetReport`): the selection table plus CI, power, energy."""
     with_parity = any(r.parity for r in t.rows)
 
-    table = Table(title=f"{t.target}: {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
-                        f"(by {t.objective})", title_justify="left")
+    table = Table(title=safe_text(f"{t.target}: {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
+                                  f"(by {t.objective})"), title_justify="left")
     for col, justify in (("", "left"), ("recipe", "left"), ("size", "right"), ("p50 ms", "right"),
                          ("95% CI", "right"), ("p90 ms", "right"), ("p99 ms", "right"), ("peak RSS MB", "right"),
                          ("power W", "right"), ("energy mJ", "right"), ("accuracy %", "right"),
@@ -155,11 +156,11 @@ def report_table(t) -> Table:
     for r in t.rows:
         mark, style = {"chosen": ("★", "bold green"), "eligible": ("", ""), "rejected": ("✗", "red")}[r.status]
         p50 = Text(EMULATED_CELL, style="yellow") if r.emulated else fmt.ms(r.stat("p50_ms"))
-        table.add_row(Text(mark, style=style), r.variant.recipe, fmt.size(r.variant.size_bytes),
+        table.add_row(Text(mark, style=style), cell(r.variant.recipe), fmt.size(r.variant.size_bytes),
                       p50, fmt.ci(r.ci95), fmt.ms(r.stat("p90_ms")), fmt.ms(r.stat("p99_ms")),
                       fmt.mb(r.peak_rss_mb), fmt.watts(r.avg_power_w), fmt.mj(r.energy_mj), fmt.pct(r.accuracy),
                       fmt.pct(r.accuracy_drop), *[parity_text(r.parity)] * with_parity,
-                      Text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style)
+                      safe_text(f"{r.status}: {r.reason}" if r.reason else r.status, style=style)
                       + measurement_note(r.measurement))
     return table
 
@@ -171,15 +172,15 @@ def comparison_table(c) -> Table:
     labels = [t.target if c.kind == "targets" else f"run {t.run_id}" for t in c.columns]
     first = c.columns[0]
     title = (f"{first.model or '?'}: " + " vs ".join(labels) + (f" on {first.target}" if c.kind == "runs" else ""))
-    table = Table(title=title, title_justify="left")
+    table = Table(title=safe_text(title), title_justify="left")
     table.add_column("recipe")
     for i, label in enumerate(labels):
-        table.add_column(f"{label} p50 ms (95% CI)", justify="right")
-        table.add_column(f"{label} p90 ms", justify="right")
+        table.add_column(safe_text(f"{label} p50 ms (95% CI)"), justify="right")
+        table.add_column(safe_text(f"{label} p90 ms"), justify="right")
         if i:
-            table.add_column(f"vs {labels[0]}", justify="left")
+            table.add_column(safe_text(f"vs {labels[0]}"), justify="left")
     for recipe in c.recipes:
-        cells: list = [recipe]
+        cells: list = [cell(recipe)]
         for i, col in enumerate(c.columns):
             r = col.row(recipe)
             cells += [f"{fmt.ms(r.stat('p50_ms'))} ({fmt.ci(r.ci95)})" if r and r.ok else "-",
@@ -187,6 +188,6 @@ def comparison_table(c) -> Table:
             if i:
                 d = c.deltas.get((i, recipe))
                 style = {"slower": "bold red", "faster": "green"}.get(d.verdict if d else "", "")
-                cells.append(Text(delta_text(d), style=style))
+                cells.append(safe_text(delta_text(d), style=style))
         table.add_row(*cells)
     return table

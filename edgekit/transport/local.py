@@ -38,10 +38,10 @@ class LocalTransport:
     def put(self, local: str, remote: str) -> None:
         dest = self._abs(remote)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            os.close(fd)
-            shutil.copyfile(local, tmp)
+            _private_dirs(dest.parent)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")  # 0600
+            with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, dest)
         except OSError as exc:
             raise TransportError(f"cannot write {dest}: {exc.strerror}. Fix: free space or set the target's "
@@ -68,6 +68,23 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def _private_dirs(path: Path) -> None:
+    """Missing folders made 0700, as sftp's mkdir does for the SSH transport (Path.mkdir's `mode`
+    does not reach the parents it creates)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
 
 
 class LocalSession:

@@ -385,7 +385,7 @@ class SSHTransport:
             pass
         self._makedirs(sftp, posixpath.dirname(path))
         try:
-            sftp.mkdir(path)
+            sftp.mkdir(path, mode=0o700)
         except OSError as exc:
             try:
                 sftp.stat(path)  # made meanwhile by someone else: fine
@@ -408,6 +408,7 @@ class SSHTransport:
         try:
             self._makedirs(sftp, parent)
             sftp.put(local, tmp, confirm=True)
+            sftp.chmod(tmp, 0o600)  # sftp-server creates files with its umask (often 0644)
             sftp.posix_rename(tmp, path)
         except (paramiko.SSHException, EOFError, ConnectionError, socket.error) as exc:
             if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():

@@ -289,8 +289,9 @@ class Importance:
 # --------------------------------------------------------------------------- compensation error
 
 
-class _Enough(Exception):
-    """Raised from a hook once every consumer has run: the rest of the forward pass is not needed."""
+class _Enough(BaseException):
+    """Raised from a hook once every consumer has run: the rest of the forward pass is not needed.
+    A BaseException, so a model that catches Exception in its forward cannot swallow it."""
 
 
 class _Capture:

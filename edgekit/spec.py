@@ -145,10 +145,11 @@ SCHEDULES = ("constant", "cosine")  # technique training: learning rate over the
 
 @dataclass(frozen=True)
 class TechniqueSettings:
-    """Defaults for technique steps (prune, sparsity, cluster, kd); a step's inline options win.
+    """Defaults for technique steps (prune, merge, sparsity, cluster, kd); a step's inline options win.
 
     `epochs`/`lr` drive the fine-tuning after each step on `[data] training` (and the kd run and
-    its no-teacher baseline). `ignore` names modules pruning leaves alone, on top of the
+    its no-teacher baseline); `merge` fine-tunes only with an inline `epochs=N`, since its point is
+    accuracy without data. `ignore` names modules pruning and merging leave alone, on top of the
     classifier head, which is always kept so the outputs keep their meaning. `augment` (image
     inputs only) transforms each training image afresh every time it is used: `shift` moves it by
     up to 2 pixels, `affine` also rotates (up to 10 degrees) and scales (0.9..1.1). In kd the

@@ -20,6 +20,13 @@ ORIGINAL model, so every accuracy drop is the honest end-to-end one. A step is
 - `prune:0.5` structured channel pruning (torch-pruning DependencyGraph) of half the channels,
   then fine-tuning on `[data] training`; `prune-l1:`, `prune-l2:`, `prune-taylor:` pick the
   importance; options `importance`, `iterations` (1 = one-shot), `epochs`, `lr`.
+- `merge:0.3` neuron merging (Kim et al., NeurIPS 2020): removes the same kind of channels as
+  `prune`, but first folds each into its most similar kept channel (cosine on the BatchNorm-folded
+  filter; the least-squares scale goes into the next layer's weights), so accuracy holds without
+  data or training; exact for scaled copies through ReLU / max-pooling / residual adds, bounded
+  through ReLU6, and plain pruning (said so in the report) where neither holds. Options
+  `criterion` (`cosine`: the channels merging reproduces best go first; `l2`: the channels
+  `prune` removes), `epochs` (default 0, whatever `[techniques] epochs` says), `lr`.
 - `sparsity:0.8` unstructured magnitude pruning (80 % zeros), then fine-tuning with the mask
   kept: the compressed file shrinks, latency does not unless the runtime has sparse kernels.
 - `cluster:16` weight sharing: k-means per layer to 16 shared values, then centroid

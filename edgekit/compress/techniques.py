@@ -71,19 +71,24 @@ def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+MERGE_CRITERIA = ("cosine", "l2")  # neuron_merge.CRITERIA, kept here so parsing needs no torch
 _TRAIN = {"epochs": _count, "lr": _positive, "augment": _choice(AUGMENTS), "schedule": _choice(SCHEDULES)}
 # technique -> (name of the positional value, {option: parser})
 TECHNIQUES: dict[str, tuple[str | None, dict[str, Callable[[str], Any]]]] = {
     "prune": ("ratio", {"ratio": _ratio, "importance": _importance, "iterations": _positive_int, **_TRAIN}),
+    "merge": ("ratio", {"ratio": _ratio, "criterion": _choice(MERGE_CRITERIA), **_TRAIN}),
     "sparsity": ("ratio", {"ratio": _ratio, **_TRAIN}),
     "cluster": ("clusters", {"clusters": _clusters, **_TRAIN}),
     "kd": (None, {"temperature": _positive, "alpha": _unit, **_TRAIN}),
 }
 ALIASES = {f"prune-{imp}": ("prune", {"importance": imp}) for imp in IMPORTANCES}
-REQUIRED = {"prune": "ratio", "sparsity": "ratio", "cluster": "clusters"}
+REQUIRED = {"prune": "ratio", "merge": "ratio", "sparsity": "ratio", "cluster": "clusters"}
 SUMMARIES = {  # for `edgekit recipes`
     "prune:0.5[,importance=l1|l2|taylor,iterations=N,epochs=N,lr=X]":
         "structured channel pruning (torch-pruning), then fine-tuning on [data] training",
+    "merge:0.3[,criterion=cosine|l2,epochs=N,lr=X]":
+        "neuron merging: removes channels like prune but folds each into its most similar kept one, so no data "
+        "or training is needed (epochs default 0); falls back to pruning where it cannot be exact or bounded",
     "sparsity:0.8[,epochs=N,lr=X]": "unstructured magnitude pruning: smaller gzip file, same latency on dense runtimes",
     "cluster:16[,epochs=N,lr=X]": "weight sharing: k-means per layer to N values, centroid fine-tuning",
     "kd[:temperature=4,alpha=0.9,epochs=N,lr=X,augment=none|shift|affine,schedule=constant|cosine]":
@@ -96,7 +101,7 @@ MUST_PRECEDE = {"kd": ("sparsity", "cluster")}
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # prune | sparsity | cluster | kd
+    name: str  # prune | merge | sparsity | cluster | kd
     options: tuple[tuple[str, Any], ...]  # the inline options, sorted by key
     text: str  # canonical spelling, part of the recipe name and so of the cache key
 
@@ -104,8 +109,10 @@ class Step:
         """Effective options: the profile's `[techniques]` defaults under the inline ones."""
         _, allowed = TECHNIQUES[self.name]
         base = {k: v for k, v in defaults.to_dict().items() if k in allowed or k in ("batch_size", "seed")}
-        if self.name == "prune":
+        if self.name in ("prune", "merge"):
             base["ignore"] = list(defaults.ignore)
+        if self.name == "merge":  # its point is accuracy without data: fine-tune only when asked inline
+            base.update({"epochs": 0, "criterion": "cosine"})
         if self.name == "kd":
             base["student"] = defaults.student
         return {**base, **dict(self.options)}
@@ -176,7 +183,7 @@ def apply(steps: tuple[Step, ...], ctx) -> tuple[Any, list[dict[str, Any]]]:
     if ctx.model is None:
         raise CompressError("technique steps need a torch model, not an ONNX file. "
                             "Fix: give [model] factory or a .pt module")
-    from . import cluster, distill, prune, sparsity
+    from . import cluster, distill, neuron_merge, prune, sparsity
     from .netstats import measure
 
     model = copy.deepcopy(ctx.model).eval()
@@ -187,6 +194,8 @@ def apply(steps: tuple[Step, ...], ctx) -> tuple[Any, list[dict[str, Any]]]:
         before = measure(model, ctx.spec)
         if step.name == "prune":
             model, report = prune.apply(model, opts, ctx, fine_tune=not next_is_kd)
+        elif step.name == "merge":
+            model, report = neuron_merge.apply(model, opts, ctx, fine_tune=not next_is_kd)
         elif step.name == "sparsity":
             model, report = sparsity.apply(model, opts, ctx)
         elif step.name == "cluster":

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .errors import StoreError
-from .spec import Measurement, Variant
+from .records import Measurement, Variant
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

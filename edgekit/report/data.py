@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..config import load_profile
 from ..errors import SpecError, UsageError
+from ..records import Measurement, Variant, emulated
 from ..results import ResultsStore
 from ..select import Selection, choose_named, select
-from ..spec import Measurement, SelectSettings, Variant, emulated, load_profile
+from ..settings import SelectSettings
 from . import fmt
 
 

@@ -1,4 +1,4 @@
-"""What crosses module lines after work is done: a built variant, a measurement of it.
+"""What crosses module lines after work is done: a built variant, a measurement of it, a run.
 
 Records are what compress, the pipeline, the results store, selection and the report hand each
 other; they import nothing of edgekit so every layer can hold them.
@@ -72,6 +72,8 @@ class Measurement:
     reused: bool = False  # taken from the store instead of measured in this run
     reused_from: int | None = None  # the run that measured it, when reused
     store_id: int | None = None  # its row in the results store, once saved
+    run_id: int | None = None  # the run that took it, when read back from the store
+    created: str = ""  # when it was stored (UTC, ISO 8601), when read back from the store
 
     @property
     def power(self) -> dict[str, Any]:
@@ -101,3 +103,31 @@ class Measurement:
             return self.power.get("energy_per_inference_mj")
         return self.stats.get(name)
 
+
+
+@dataclass(frozen=True)
+class Run:
+    """One edgekit command that wrote to the results store, and the edgekit that ran it."""
+
+    id: int
+    started: str
+    command: str
+    model: str | None
+    profile: str | None
+    edgekit_version: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One install or rollback on a device as the store recorded it; `ok` False is a failure or,
+    for a rollback whose message starts `pending:`, an outcome never recorded."""
+
+    id: int
+    run_id: int | None
+    target: str
+    model: str
+    variant_id: str | None
+    action: str  # install | rollback
+    ok: bool
+    message: str
+    created: str

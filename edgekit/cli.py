@@ -20,10 +20,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
+from .config import (available, check_against_graph, graph_inputs, load_model_spec, load_profile, load_target,
+                     model_name_problem, parse_input)
 from .errors import EdgekitError, SpecError, UsageError
+from .records import emulated
 from .report.safe import cell, finite, printable
-from .spec import (ModelSpec, available, check_against_graph, emulated, graph_inputs, load_model_spec, load_profile,
-                   load_target, model_name_problem, parse_input)
+from .settings import ModelSpec
 
 def _console(stderr: bool) -> Console:
     """Tables stay one row per variant when piped: plain text is wide rather than wrapped."""

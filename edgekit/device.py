@@ -17,7 +17,8 @@ import numpy as np
 from . import documents
 from .bundle import agent_zipapp
 from .errors import DeviceError, UsageError
-from .spec import BenchSettings, Target, Variant, default_python
+from .records import Variant
+from .settings import BenchSettings, Target, default_python
 from .transport import Transport, remote_path
 
 # What the user should do about each agent error kind.

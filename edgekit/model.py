@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .errors import ModelError
-from .spec import InputSpec, ModelSpec
+from .settings import InputSpec, ModelSpec
 
 
 Outputs = list  # one np.ndarray per model output, each stacked over calls: [calls, *per-call shape]

@@ -30,10 +30,11 @@ from .graph import describe_onnx
 from .errors import DeviceError, EdgekitError, ModelError, SelectionError
 from .model import (batches, check_model_accepts_inputs, example_inputs, generated_dataset, import_entry,
                     load_data, load_torch_model, reference_outputs, weights_digest)
+from .records import Measurement, Variant, emulated
 from .results import ResultsStore
 from .rounds import Round, merge, paired_ratios, round_order, round_settings
 from .select import Selection, choose_named, select
-from .spec import BenchSettings, Measurement, ModelSpec, Profile, Target, TechniqueSettings, Variant, emulated
+from .settings import BenchSettings, ModelSpec, Profile, Target, TechniqueSettings
 
 SMOKE_SAMPLES = 64
 

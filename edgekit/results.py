@@ -1,7 +1,10 @@
 """The SQLite results store (WAL mode). Every measurement ever taken is kept, failures included.
 
 Rows carry the figures selection and reports query, plus the agent's whole document as JSON so
-nothing the device said is lost.
+nothing the device said is lost. The store owns its SQL: other modules read and write through the
+methods here and get records back, so the schema can change behind one file. `PRAGMA user_version`
+says which of MIGRATIONS a store has had; opening it applies the rest, and a store from a newer
+edgekit is refused rather than half understood.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Any, Iterator
 
 from . import __version__
 from .errors import StoreError
-from .spec import Measurement, Variant
+from .records import Deployment, Measurement, Run, Variant
 
-SCHEMA = """
+# Version 1: the schema edgekit 0.1 wrote before stores carried a version (user_version 0). Every
+# statement is IF NOT EXISTS, so such a store, or one from before `run_variants` and
+# `run_profiles` existed, takes version 1 in place without losing a row.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started TEXT NOT NULL,
@@ -79,6 +85,10 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 """
 
+# MIGRATIONS[i] takes a store from version i to i + 1; append, never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+VERSION = len(MIGRATIONS)
+
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -112,14 +122,43 @@ class ResultsStore:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             self.close()
             raise store_error(path, exc) from None
+        except StoreError:
+            self.close()
+            raise
         except OSError as exc:
             self.close()
             raise StoreError(f"cannot create the results store {path} ({exc.strerror}). Fix: pass --db / --home "
                              f"to a writable place") from None
+
+    def _version(self) -> int:
+        """The store's schema version; one from a newer edgekit is refused before anything is read."""
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version > VERSION:
+            raise StoreError(f"the results store {self.path} has schema version {version}, written by a newer "
+                             f"edgekit than this one ({__version__}, which reads up to version {VERSION}). Fix: "
+                             f"upgrade edgekit (pip install -U edgekit), or pass --db FILE for a new store")
+        return version
+
+    def _migrate(self) -> None:
+        """Bring the store to VERSION. A store already there is only read (a report may open a
+        read-only file); the steps run in one write transaction, so two edgekit processes opening
+        a new store at once apply each step once and a failed step leaves the store as it was."""
+        if self._version() == VERSION:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for script in MIGRATIONS[self._version():]:  # read again under the lock: another may have migrated
+                for statement in filter(str.strip, script.split(";")):
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {VERSION}")
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
 
     def check_writable(self, wait_s: float = 5.0) -> None:
         """Take and drop the write lock: a read-only, locked or damaged store fails here, before any
@@ -241,7 +280,69 @@ class ResultsStore:
         with self.db:
             self.db.execute("UPDATE deployments SET ok=?, message=? WHERE id=?", (int(ok), message, row_id))
 
+    # ------------------------------------------------------------------ reads, for reports
+
+    def run(self, run_id: int) -> Run | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return Run(**{k: row[k] for k in row.keys()}) if row is not None else None
+
+    def targets(self) -> list[str]:
+        """Every target any run probed, by name."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT target FROM probes ORDER BY target")]
+
+    def targets_of(self, run_id: int) -> list[str]:
+        """The targets a run probed (so measured on, or tried to), by name."""
+        return [r[0] for r in self.db.execute("SELECT target FROM probes WHERE run_id=? ORDER BY target", (run_id,))]
+
+    def latest_run(self, target: str, model: str | None = None, before: int | None = None) -> int | None:
+        """The newest run that probed `target` (optionally: of `model`, older than run `before`)."""
+        sql = ("SELECT p.run_id FROM probes p JOIN runs r ON r.id = p.run_id WHERE p.target=?"
+               + (" AND r.model=?" if model else "") + (" AND p.run_id<?" if before else "")
+               + " ORDER BY p.run_id DESC LIMIT 1")
+        args: list[Any] = [target] + ([model] if model else []) + ([before] if before else [])
+        row = self.db.execute(sql, args).fetchone()
+        return int(row[0]) if row is not None else None
+
+    def probe(self, run_id: int, target: str) -> dict[str, Any] | None:
+        """The agent's probe document of `target` in that run."""
+        row = self.db.execute("SELECT document FROM probes WHERE run_id=? AND target=?", (run_id, target)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def run_profile(self, run_id: int) -> dict[str, Any] | None:
+        """The profile the run recorded (`save_profile`), or None for runs that recorded none."""
+        row = self.db.execute("SELECT document FROM run_profiles WHERE run_id=?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def run_links(self, run_id: int, target: str) -> list[tuple[str, int | None]]:
+        """(variant id, measurement id or None) for each variant the run linked on `target`, in the
+        order it linked them; empty when it linked none (it stopped while measuring, or predates links)."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT variant_id, measurement_id FROM run_variants WHERE run_id=? AND target=? ORDER BY rowid",
+            (run_id, target))]
+
+    def run_measured(self, run_id: int, target: str) -> list[tuple[str, int]]:
+        """(variant id, measurement id) of every measurement the run itself took on `target`, in order."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT variant_id, id FROM measurements WHERE run_id=? AND target=? ORDER BY id", (run_id, target))]
+
+    def variant(self, variant_id: str) -> Variant | None:
+        row = self.db.execute("SELECT document FROM variants WHERE id=?", (variant_id,)).fetchone()
+        return Variant.from_dict(json.loads(row[0])) if row is not None else None
+
+    def measurement(self, measurement_id: int) -> Measurement | None:
+        """One stored measurement, with the run that took it and when (`run_id`, `created`)."""
+        row = self.db.execute("SELECT * FROM measurements WHERE id=?", (measurement_id,)).fetchone()
+        return _measurement(row) if row is not None else None
+
+    def deployments(self, run_id: int, target: str, action: str = "install") -> list[Deployment]:
+        """What the run did on `target` (installs by default), oldest first."""
+        rows = self.db.execute("SELECT * FROM deployments WHERE run_id=? AND target=? AND action=? ORDER BY id",
+                               (run_id, target, action))
+        return [Deployment(**{**{k: r[k] for k in r.keys()}, "ok": bool(r["ok"]), "message": r["message"] or ""})
+                for r in rows]
+
     def rows(self, sql: str, *args: Any) -> Iterator[sqlite3.Row]:
+        """Raw rows, for tests and one-off inspection; edgekit's own modules use the methods above."""
         return iter(self.db.execute(sql, args).fetchall())
 
 
@@ -266,4 +367,5 @@ def _measurement(row: sqlite3.Row) -> Measurement:
     return Measurement(target=row["target"], variant_id=row["variant_id"], sha256=row["sha256"],
                        status=row["status"], stats=doc.get("latency", {}), memory=doc.get("memory", {}),
                        cold=doc.get("cold", {}), error_kind=row["error_kind"], error_message=row["error_message"],
-                       settings_key=row["settings_key"], document=doc, store_id=row["id"])
+                       settings_key=row["settings_key"], document=doc, store_id=row["id"], run_id=row["run_id"],
+                       created=row["created"])

@@ -18,7 +18,7 @@ from typing import Any, Sequence, TypeVar
 
 from .agent import cpuload
 from .agent.stats import bootstrap_median_ci, noise_warning, percentile, summarize
-from .spec import BenchSettings
+from .settings import BenchSettings
 
 T = TypeVar("T")
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import EdgekitError, SelectionError, UsageError
-from .spec import FIDELITY, Measurement, SelectSettings, Variant
+from .records import Measurement, Variant
+from .settings import FIDELITY, SelectSettings
 
 LATENCY_OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms")
 EMULATED = "emulated: not a latency figure"

@@ -209,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from edgekit.examples import digits
-    from edgekit.spec import InputSpec, ModelSpec
+    from edgekit.settings import InputSpec, ModelSpec
 
     sys.modules.setdefault("bench_compress", sys.modules[__name__])
     sys.path.insert(0, str(Path(__file__).parent))

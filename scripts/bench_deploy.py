@@ -173,7 +173,7 @@ def main() -> int:
     from edgekit import pipeline
     from edgekit.device import connect, holder_name
     from edgekit.examples import digits
-    from edgekit.spec import load_profile, load_target
+    from edgekit.config import load_profile, load_target
 
     devices: list[TestDevice] = []
     load = OtherLoad().start()  # stopped while the devices live: their sshd trees count as ours

@@ -239,7 +239,7 @@ def main() -> int:
     sys.modules.setdefault("bench_merge", sys.modules[__name__])
 
     from edgekit.examples import digits, mnist
-    from edgekit.spec import InputSpec, ModelSpec, TechniqueSettings
+    from edgekit.settings import InputSpec, ModelSpec, TechniqueSettings
 
     t0 = time.time()
     settings = TechniqueSettings(lr=args.lr)

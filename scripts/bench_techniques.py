@@ -103,7 +103,7 @@ def main() -> int:
 
     from edgekit.examples import mnist
     from edgekit.pipeline import Workspace, compress, prepare
-    from edgekit.spec import TechniqueSettings
+    from edgekit.settings import TechniqueSettings
 
     recipes = [BASELINE] + [r for r in (args.recipe or RECIPES) if r != BASELINE]
     t0 = time.time()

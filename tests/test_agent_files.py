@@ -155,7 +155,7 @@ def test_the_workdir_must_belong_to_the_agents_user(agent, tmp_path):
 
 def local_device(home: Path):
     from edgekit.device import Device
-    from edgekit.spec import load_target
+    from edgekit.config import load_target
     from edgekit.transport.local import LocalTransport
 
     return Device(load_target("local"), LocalTransport(home))
@@ -188,7 +188,7 @@ def test_a_replaced_agent_file_is_pushed_again_before_it_runs(workdir, tmp_path)
 
 
 def test_device_run_removes_its_scratch_files(workdir, relu):
-    from edgekit.spec import Variant
+    from edgekit.records import Variant
 
     model, sha = relu
     home = Path(os.environ["HOME"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekit.pipeline import Workspace, compress, prepare
-from edgekit.spec import InputSpec, ModelSpec
+from edgekit.settings import InputSpec, ModelSpec
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import torch
 
 from edgekit.errors import SpecError
 from edgekit.pipeline import Workspace, compress, prepare
-from edgekit.spec import InputSpec, ModelSpec, load_model_spec
+from edgekit.config import load_model_spec
+from edgekit.settings import InputSpec, ModelSpec
 
 EVAL = "edgekit.examples.digits:evaluation"
 CAL = "edgekit.examples.digits:calibration"

@@ -89,7 +89,7 @@ def test_rollback_that_cannot_record_says_it_switched_and_a_retry_does_not_switc
     from edgekit.device import Device
     from edgekit.pipeline import rollback
     from edgekit.results import ResultsStore
-    from edgekit.spec import load_target
+    from edgekit.config import load_target
     from edgekit.transport.local import LocalTransport
 
     db, marker, ready = tmp_path / "results.db", tmp_path / "rolled", tmp_path / "locked"

@@ -12,7 +12,8 @@ import torch
 from conftest import run_cli
 from edgekit.errors import ModelError, SpecError
 from edgekit.model import load_torch_model
-from edgekit.spec import InputSpec, ModelSpec, load_model_spec
+from edgekit.config import load_model_spec
+from edgekit.settings import InputSpec, ModelSpec
 
 
 class _Payload:

@@ -20,7 +20,7 @@ from edgekit.compress.store import ArtifactStore
 from edgekit.compress.training import accuracy
 from edgekit.errors import CompressError, SpecError
 from edgekit.model import Dataset
-from edgekit.spec import InputSpec, ModelSpec, TechniqueSettings
+from edgekit.settings import InputSpec, ModelSpec, TechniqueSettings
 
 
 def _steps(text: str):

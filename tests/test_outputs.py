@@ -12,7 +12,7 @@ from edgekit.compress.parity import onnx_outputs
 from edgekit.compress.runtimes import outputs
 from edgekit.errors import CompressError
 from edgekit.model import Dataset
-from edgekit.spec import InputSpec, ModelSpec
+from edgekit.settings import InputSpec, ModelSpec
 
 RNG = np.random.default_rng(3)
 W = RNG.standard_normal((6, 4)).astype(np.float32)
@@ -239,7 +239,7 @@ def test_the_agent_benches_and_runs_executorch_on_local_with_the_hosts_outputs(b
     from edgekit.device import connect
     from edgekit.model import batches
     from edgekit.pipeline import Workspace, compress
-    from edgekit.spec import BenchSettings, Target
+    from edgekit.settings import BenchSettings, Target
 
     ctx, _ = built
     (v, _), = compress(ctx, ("executorch:fp32",), Workspace(tmp_path, tmp_path / "r.db"))

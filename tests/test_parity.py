@@ -9,7 +9,7 @@ from edgekit.compress.parity import classifier_output, compare
 from edgekit.errors import ModelError
 from edgekit.pipeline import judge_device
 from edgekit.select import fidelity_violations
-from edgekit.spec import Variant
+from edgekit.records import Variant
 
 RNG = np.random.default_rng(0)
 

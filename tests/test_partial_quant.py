@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from edgekit.pipeline import Workspace, compress, prepare
-from edgekit.spec import InputSpec, ModelSpec
+from edgekit.settings import InputSpec, ModelSpec
 
 BUDGET = 0.01
 

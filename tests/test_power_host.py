@@ -6,7 +6,9 @@ import pytest
 
 from edgekit.device import Device
 from edgekit.errors import SpecError
-from edgekit.spec import BenchSettings, Measurement, Target, load_profile
+from edgekit.config import load_profile
+from edgekit.records import Measurement
+from edgekit.settings import BenchSettings, Target
 
 
 def _profile(tmp_path, bench: str):

@@ -17,7 +17,7 @@ from edgekit.compress.parity import onnx_outputs
 from edgekit.compress.store import file_sha256
 from edgekit.model import Dataset
 from edgekit.pipeline import Workspace, compress
-from edgekit.spec import InputSpec, ModelSpec
+from edgekit.settings import InputSpec, ModelSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from models.exported import (IMAGE_SHAPE, VAD_HIDDEN, VAD_SAMPLES, constant_weights_onnx,  # noqa: E402

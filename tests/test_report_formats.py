@@ -20,7 +20,7 @@ from edgekit.report import formats
 from edgekit.report.compare import columns, compare, mann_whitney_u
 from edgekit.report.data import gather, open_store
 from edgekit.results import ResultsStore
-from edgekit.spec import Measurement
+from edgekit.records import Measurement
 from report_store import captured
 
 GOLDEN = Path(__file__).parent / "golden"

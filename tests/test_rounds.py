@@ -16,7 +16,9 @@ from edgekit.report.table import selection_table
 from edgekit.results import ResultsStore
 from edgekit.rounds import paired_ratios, round_order, round_settings
 from edgekit.select import select
-from edgekit.spec import BenchSettings, Measurement, SelectSettings, load_target
+from edgekit.config import load_target
+from edgekit.records import Measurement
+from edgekit.settings import BenchSettings, SelectSettings
 
 QUICK = BenchSettings(warmup_s=0.02, min_runs=20, min_s=0.15, max_s=5.0, max_runs=3000, parity_samples=0)
 

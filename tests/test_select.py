@@ -1,7 +1,8 @@
 """Selection is pure: these inputs are plain data, the rules are the product."""
 
 from edgekit.select import select
-from edgekit.spec import Measurement, SelectSettings, Variant
+from edgekit.records import Measurement, Variant
+from edgekit.settings import SelectSettings
 
 
 def variant(vid, drop=0.0, size=1000, status="ok"):

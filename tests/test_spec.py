@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.errors import SpecError
-from edgekit.spec import available, load_model_spec, load_profile, load_target, parse_input
+from edgekit.config import available, load_model_spec, load_profile, load_target, parse_input
 
 GOOD_MODEL = """
 [model]
@@ -109,7 +109,7 @@ def test_ssh_target_needs_host(workdir):
 
 
 def _spec(tmp_path, inputs: str, extra: str = ""):
-    from edgekit.spec import load_model_spec
+    from edgekit.config import load_model_spec
 
     (tmp_path / "m.pt").write_bytes(b"x")
     (tmp_path / "edgekit.toml").write_text(f'[model]\nname = "m"\npath = "m.pt"\ninputs = [{inputs}]\n{extra}')
@@ -150,7 +150,7 @@ def test_task_and_metric_keys(tmp_path):
 
 def test_nonfinite_numbers_are_refused(tmp_path, monkeypatch):
     from edgekit.errors import SpecError
-    from edgekit.spec import load_profile
+    from edgekit.config import load_profile
 
     (tmp_path / "p.toml").write_text('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nwarmup_s = nan\n')
     with pytest.raises(SpecError, match="finite number"):

@@ -23,7 +23,7 @@ def edgekit(built, workdir):
     on a busy machine; the CLI itself is exercised by a few tests below)."""
     from edgekit import pipeline
     from edgekit.device import connect, holder_name
-    from edgekit.spec import load_profile, load_target
+    from edgekit.config import load_profile, load_target
 
     ctx, variants = built
     cache_home = next(p for p in Path(next(iter(variants.values())).path).parents if p.name == "cache").parent
@@ -263,7 +263,7 @@ def test_agent_killed_during_a_benchmark_fails_only_that_variant(ssh_devices, wo
 @pytest.mark.slow  # runs the real CLI end to end (model loading included)
 def test_two_runs_on_one_device_busy_then_wait(ssh_devices, workdir, edgekit):
     from edgekit.device import connect, holder_name
-    from edgekit.spec import load_target
+    from edgekit.config import load_target
 
     ssh_devices("jetson-like")
     with connect(load_target("jetson-like")) as device, device.locked(holder_name("test holder")):

@@ -16,7 +16,8 @@ from edgekit.compress.registry import parse_recipe
 from edgekit.compress.store import ArtifactStore
 from edgekit.compress.training import accuracy, augment_batch, fit
 from edgekit.errors import CompressError, SpecError
-from edgekit.spec import TechniqueSettings, load_profile
+from edgekit.config import load_profile
+from edgekit.settings import TechniqueSettings
 
 FAST = TechniqueSettings(epochs=2, lr=2e-3)
 
@@ -275,7 +276,7 @@ def test_augment_and_schedule_options_are_validated(ctx, tmp_path):
     bad.write_text('[build]\nrecipes = ["onnx:fp32"]\n[techniques]\nschedule = "step"\n')
     with pytest.raises(SpecError, match=r"\[techniques\] schedule: 'step' is not known"):
         load_profile(str(bad))
-    from edgekit.spec import InputSpec
+    from edgekit.settings import InputSpec
 
     flat = dataclasses.replace(ctx.spec, inputs=(InputSpec("input", (1, 64), "float32"),))
     with pytest.raises(CompressError, match="augment=shift transforms images"):

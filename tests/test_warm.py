@@ -21,7 +21,7 @@ from edgekit.compress.registry import parse_recipe
 from edgekit.errors import ModelError
 from edgekit.model import weights_digest
 from edgekit.pipeline import Workspace, compress, prepare
-from edgekit.spec import InputSpec, ModelSpec
+from edgekit.settings import InputSpec, ModelSpec
 
 # Two outputs (scores and a pooled feature map) and BatchNorm buffers: the digest must cover
 # buffers, and every output must be cached, not just the first. `forward` follows the weights'
@@ -281,7 +281,7 @@ def test_warm_compress_of_the_bundled_example_imports_neither_sklearn_nor_torch(
 def test_store_and_device_commands_import_no_model_framework(workdir, tmp_path, built):
     from report_store import captured
     from edgekit.device import connect
-    from edgekit.spec import load_target
+    from edgekit.config import load_target
 
     captured(workdir / ".edgekit" / "results.db")  # real runs on `local` and `local2`, captured
     targets = sorted(r[0] for r in sqlite3.connect(workdir / ".edgekit" / "results.db").execute(

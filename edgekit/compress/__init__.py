@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CompressError
-from ..spec import Variant
+from ..records import Variant
 from .context import BuildContext
 from .isa import int8_types
 from .registry import Recipe, parse_recipe

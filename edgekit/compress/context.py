@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..model import Dataset
-from ..spec import ModelSpec, TechniqueSettings
+from ..settings import ModelSpec, TechniqueSettings
 
 
 class LazyModel:

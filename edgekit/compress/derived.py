@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Dataset, Outputs
-from ..spec import ModelSpec
+from ..settings import ModelSpec
 from .store import cache_key, file_sha256
 
 # Bump when what an entry means changes (how outputs are computed, what the weights digest covers).

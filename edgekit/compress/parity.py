@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..model import Dataset, Outputs
-from ..spec import ModelSpec
+from ..settings import ModelSpec
 
 
 def onnx_outputs(path: Path, data: Dataset, spec: ModelSpec) -> Outputs:

@@ -40,7 +40,7 @@ Every step that trains also takes `augment` (`none`, `shift`: up to 2 px, `affin
 images) and `schedule` (`constant` or `cosine` learning rate), e.g.
 `prune:0.5+kd:epochs=60,augment=affine,schedule=cosine+onnx:int8-static`.
 
-Defaults for every option come from the profile's `[techniques]` table (see `spec.py`).
+Defaults for every option come from the profile's `[techniques]` table (see `settings.py`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from ..agent.runners import make_runner
 from ..agent.runners import quantize as quantize_array  # noqa: F401 - for callers feeding an interpreter themselves
 from ..errors import CompressError
 from ..model import Dataset, batches
-from ..spec import ModelSpec
+from ..settings import ModelSpec
 from .registry import RECIPES
 
 # format -> the runner table's runtime name, as the recipes declare it

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..spec import Variant
+from ..records import Variant
 
 
 def cache_key(parts: dict[str, Any]) -> str:

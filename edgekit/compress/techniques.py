@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import CompressError, SpecError
-from ..spec import AUGMENTS, IMPORTANCES, SCHEDULES, TechniqueSettings
+from ..settings import AUGMENTS, IMPORTANCES, SCHEDULES, TechniqueSettings
 
 
 def _ratio(v: str) -> float:

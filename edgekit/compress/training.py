@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CompressError
 from ..model import Dataset, load_data
-from ..spec import AUGMENTS, SCHEDULES
+from ..settings import AUGMENTS, SCHEDULES
 
 
 def training_data(ctx) -> Dataset:

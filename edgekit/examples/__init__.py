@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..spec import InputSpec, ModelSpec
+from ..settings import InputSpec, ModelSpec
 
 
 def cache_dir() -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import ModelSpec
+from ..settings import ModelSpec
 from . import cached_splits, cached_weights, example_spec
 
 NAME = "digits-cnn"

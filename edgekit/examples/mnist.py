@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from ..spec import ModelSpec
+from ..settings import ModelSpec
 from . import cached_splits, cached_weights, example_spec
 
 NAME = "mnist-cnn"

@@ -7,17 +7,18 @@ Figures a measurement does not hold (power on a board without a sensor) stay Non
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import SpecError, UsageError
+from ..config import load_profile
+from ..errors import EdgekitError, SpecError, UsageError
+from ..records import Measurement, Run, Variant, emulated
 from ..results import ResultsStore
 from ..select import Selection, choose_named, select
-from ..spec import Measurement, SelectSettings, Variant, emulated, load_profile
+from ..settings import SelectSettings
 from . import fmt
 
 
@@ -227,37 +228,27 @@ def pareto_front(rows: list[VariantRow], axis: FidelityAxis | None = None) -> li
 # --------------------------------------------------------------------------- reading the store
 
 
-def _settings(store: ResultsStore, run: Any, notes: list[str]) -> SelectSettings:
-    row = next(store.rows("SELECT document FROM run_profiles WHERE run_id=?", run["id"]), None)
-    if row is not None:
-        doc = json.loads(row["document"]).get("select", {})
+def _settings(store: ResultsStore, run: Run, notes: list[str]) -> SelectSettings:
+    recorded = store.run_profile(run.id)
+    if recorded is not None:
+        doc = recorded.get("select", {})
         return SelectSettings(objective=doc.get("objective", "p90_ms"), constraints=doc.get("constraints", {}))
-    if run["profile"]:
+    if run.profile:
         try:
-            return load_profile(run["profile"]).select
+            return load_profile(run.profile).select
         except SpecError:
             pass
-    notes.append(f"run {run['id']} did not record its profile ({run['profile'] or 'none'}) and it cannot be "
+    notes.append(f"run {run.id} did not record its profile ({run.profile or 'none'}) and it cannot be "
                  "found now: selection shown with the default p90_ms objective and no constraints")
     return SelectSettings()
 
 
-def _variant(store: ResultsStore, variant_id: str) -> Variant | None:
-    row = next(store.rows("SELECT document FROM variants WHERE id=?", variant_id), None)
-    return Variant.from_dict(json.loads(row["document"])) if row else None
-
-
-def _measurement(store: ResultsStore, measurement_id: int, run_id: int) -> tuple[Measurement, str] | None:
+def _measurement(store: ResultsStore, measurement_id: int, run_id: int) -> Measurement | None:
     """The measurement a run used; one another run made is marked as reused from that run."""
-    from ..results import _measurement as from_row
-
-    row = next(store.rows("SELECT * FROM measurements WHERE id=?", measurement_id), None)
-    if row is None:
-        return None
-    m = from_row(row)
-    if row["run_id"] != run_id:
-        m.reused, m.reused_from = True, int(row["run_id"])
-    return m, row["created"]
+    m = store.measurement(measurement_id)
+    if m is not None and m.run_id != run_id:
+        m.reused, m.reused_from = True, m.run_id
+    return m
 
 
 def open_store(path: Path) -> ResultsStore:
@@ -270,108 +261,92 @@ def open_store(path: Path) -> ResultsStore:
 
 def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport:
     """The run's variants on `target`, selected with the run's own profile."""
-    run = next(store.rows("SELECT * FROM runs WHERE id=?", run_id), None)
+    run = store.run(run_id)
     if run is None:
         raise UsageError(f"--run {run_id}: no such run in {store.path}. Fix: use a run id printed by `edgekit profile` or `edgekit deploy`")
-    on = [r["target"] for r in store.rows("SELECT target FROM probes WHERE run_id=?", run_id)]
+    on = store.targets_of(run_id)
     if target not in on:
         raise UsageError(f"run {run_id} did not measure on {target} (it measured on {', '.join(on) or 'nothing'}). "
                          "Fix: pick a run that measured this target")
     notes: list[str] = []
     settings = _settings(store, run, notes)
-    links = list(store.rows("SELECT variant_id, measurement_id FROM run_variants WHERE run_id=? AND target=? "
-                            "ORDER BY rowid", run_id, target))
-    if not links:  # stores written before run_variants existed: the run's own measurements
-        links = list(store.rows("SELECT variant_id, id AS measurement_id FROM measurements WHERE run_id=? "
-                                "AND target=? ORDER BY id", run_id, target))
+    # a run that never linked (it stopped while measuring, or predates links): its own measurements
+    links = store.run_links(run_id, target) or store.run_measured(run_id, target)
     variants: list[Variant] = []
     measurements: dict[str, Measurement] = {}
-    created: dict[str, str] = {}
-    for link in links:
-        v = _variant(store, link["variant_id"])
+    for variant_id, measurement_id in links:
+        v = store.variant(variant_id)
         if v is None:
-            notes.append(f"variant {link['variant_id']} is missing from the store")
+            notes.append(f"variant {variant_id} is missing from the store")
             continue
         variants.append(v)
-        if link["measurement_id"] is not None:
-            found = _measurement(store, link["measurement_id"], run_id)
+        if measurement_id is not None:
+            found = _measurement(store, measurement_id, run_id)
             if found:
-                measurements[v.id], created[v.id] = found
+                measurements[v.id] = found
     selection: Selection = select(variants, measurements, settings)
     _apply_named_deployment(store, selection, run_id, target)
-    rows = [VariantRow(target, run_id, r.variant, r.measurement, r.status, r.reason, created.get(r.variant.id))
+    rows = [VariantRow(target, run_id, r.variant, r.measurement, r.status, r.reason,
+                       measurements[r.variant.id].created if r.variant.id in measurements else None)
             for r in selection.rows]
     for r in pareto_front(rows, fidelity_axis(dict(settings.constraints), rows)):
         r.pareto = True
-    probe_row = next(store.rows("SELECT document FROM probes WHERE run_id=? AND target=?", run_id, target), None)
     stopped = unfinished(store, run, target)
     if stopped:
         notes.append(stopped)
-    return TargetReport(target=target, run_id=run_id, model=run["model"], profile=run["profile"],
+    return TargetReport(target=target, run_id=run_id, model=run.model, profile=run.profile,
                         objective=settings.objective, constraints=dict(settings.constraints),
-                        started=run["started"], edgekit_version=run["edgekit_version"], command=run["command"],
-                        probe=json.loads(probe_row["document"]) if probe_row else {}, rows=rows, notes=notes,
-                        unfinished=stopped)
+                        started=run.started, edgekit_version=run.edgekit_version, command=run.command,
+                        probe=store.probe(run_id, target) or {}, rows=rows, notes=notes, unfinished=stopped)
 
 
-def unfinished(store: ResultsStore, run: Any, target: str) -> str | None:
+def unfinished(store: ResultsStore, run: Run, target: str) -> str | None:
     """Why the run's choice on `target` is not a finished decision, or None.
 
     A run links its variants to their measurements once measuring is done (`run_variants`), and
     a deploy records its install (ok or not) when it ends: a run that has its profile recorded but
     no links stopped while measuring; a deploy with no successful install never installed its choice.
     """
-    run_id = run["id"]
-    has_profile = next(store.rows("SELECT 1 FROM run_profiles WHERE run_id=?", run_id), None) is not None
-    linked = next(store.rows("SELECT 1 FROM run_variants WHERE run_id=? AND target=?", run_id, target), None)
-    if has_profile and linked is None:
-        return f"run {run_id} stopped before it finished measuring on {target}: its figures are partial"
-    if run["command"] == "deploy":
-        installs = list(store.rows("SELECT ok, message FROM deployments WHERE run_id=? AND target=? "
-                                   "AND action='install' ORDER BY id", run_id, target))
+    if store.run_profile(run.id) is not None and not store.run_links(run.id, target):
+        return f"run {run.id} stopped before it finished measuring on {target}: its figures are partial"
+    if run.command == "deploy":
+        installs = store.deployments(run.id, target, "install")
         if not installs:
-            return f"deploy run {run_id} installed nothing on {target} (it stopped or found nothing to install)"
-        if not any(r["ok"] for r in installs):
-            return f"deploy run {run_id} did not install its choice on {target} ({installs[-1]['message'] or 'failed'})"
+            return f"deploy run {run.id} installed nothing on {target} (it stopped or found nothing to install)"
+        if not any(d.ok for d in installs):
+            return f"deploy run {run.id} did not install its choice on {target} ({installs[-1].message or 'failed'})"
     return None
 
 
 def _apply_named_deployment(store: ResultsStore, selection: Selection, run_id: int, target: str) -> None:
     """A deploy run that installed a variant the user named (`--variant`) shows that variant as chosen."""
-    from ..errors import EdgekitError
-
-    row = next(store.rows("SELECT variant_id FROM deployments WHERE run_id=? AND target=? AND action='install' "
-                          "AND ok=1 ORDER BY id DESC LIMIT 1", run_id, target), None)
+    installed = [d for d in store.deployments(run_id, target, "install") if d.ok]
     chosen = selection.chosen
-    if row is None or (chosen is not None and chosen.variant.id == row["variant_id"]):
+    if not installed or (chosen is not None and chosen.variant.id == installed[-1].variant_id):
         return
     try:
-        choose_named(selection, row["variant_id"], target)
+        choose_named(selection, installed[-1].variant_id, target)
     except EdgekitError:  # the profile rules it out now: show the selection as it stands
         pass
 
 
 def known_targets(store: ResultsStore) -> list[str]:
-    return [r["target"] for r in store.rows("SELECT DISTINCT target FROM probes ORDER BY target")]
+    return store.targets()
 
 
 def latest_run(store: ResultsStore, target: str, model: str | None = None, before: int | None = None) -> int:
     """The newest run that measured on `target` (optionally: of `model`, older than run `before`)."""
-    sql = ("SELECT p.run_id FROM probes p JOIN runs r ON r.id = p.run_id WHERE p.target=?"
-           + (" AND r.model=?" if model else "") + (" AND p.run_id<?" if before else "")
-           + " ORDER BY p.run_id DESC LIMIT 1")
-    args: list[Any] = [target] + ([model] if model else []) + ([before] if before else [])
-    row = next(store.rows(sql, *args), None)
-    if row is None:
+    run_id = store.latest_run(target, model, before)
+    if run_id is None:
         known = ", ".join(known_targets(store)) or "none"
         what = f"{target}" + (f" for model {model}" if model else "") + (f" before run {before}" if before else "")
         raise UsageError(f"no measurements on {what} in {store.path} (targets measured: {known}). "
                          f"Fix: run `edgekit profile --target {target}` first")
-    return int(row["run_id"])
+    return run_id
 
 
 def run_targets(store: ResultsStore, run_id: int) -> list[str]:
-    targets = [r["target"] for r in store.rows("SELECT target FROM probes WHERE run_id=? ORDER BY target", run_id)]
+    targets = store.targets_of(run_id)
     if not targets:
         raise UsageError(f"--run {run_id}: no such run with measurements in {store.path}. "
                          "Fix: use a run id printed by `edgekit profile` or `edgekit deploy`")

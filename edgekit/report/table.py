@@ -6,10 +6,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..agent import cpuload
+from ..records import Variant
 from ..select import Selection
 from . import fmt
 from .safe import cell, printable, text as safe_text
-from ..spec import Variant
 
 
 def _pct(value: float | None, signed: bool = False) -> str:

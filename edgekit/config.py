@@ -1,7 +1,8 @@
-"""The data that crosses module lines, and loading it from TOML with errors a user can act on.
+"""Loading the files users write (edgekit.toml, targets/*.toml, profiles/*.toml) into settings.
 
 Every validation error names the file, the key and the fix, because the person reading it is
-editing that file and should not need a traceback to find the line.
+editing that file and should not need a traceback to find the line. It sits above compress so a
+profile's recipes are checked by the same parser that builds them.
 """
 
 from __future__ import annotations
@@ -10,269 +11,19 @@ import dataclasses
 import math
 import os
 import re
-import sys
 import tomllib
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .agent.power import NAMES as POWER_NAMES
+from .compress.registry import parse_recipe  # light: no converter imports
 from .errors import SpecError
+from .graph import describe_onnx
+from .settings import (AUGMENTS, CONSTRAINTS, DTYPES, IMPORTANCES, OBJECTIVES, SCHEDULES, TASKS, TRANSPORTS,
+                       BenchSettings, InputSpec, ModelSpec, Profile, SelectSettings, Target, TechniqueSettings)
 
-DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
-OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms", "size_bytes", "peak_rss_mb", "energy_mj")
-# fidelity constraints (judged on the evaluation data) and device/artifact constraints
-FIDELITY = ("max_accuracy_drop", "min_top1_agreement", "min_cosine", "max_abs_diff", "max_metric_drop")
-CONSTRAINTS = FIDELITY + ("max_peak_rss_mb", "max_p90_ms", "max_size_mb")
-TASKS = ("classification",)
-TRANSPORTS = ("local", "ssh")
 MAX_ROUNDS = 100
-
-
-# --------------------------------------------------------------------------- data classes
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input as the model is called: `shape = ()` is a scalar; `batch_axis` says where
-    samples stack (a recurrent state is often [layers, batch, hidden], batch on axis 1). `values`
-    lists the valid values of an integer input (a sample rate, a token id range) for generated feeds."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-    batch_axis: int = 0
-    values: tuple[Any, ...] | None = None
-
-    @property
-    def scalar(self) -> bool:
-        return len(self.shape) == 0
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one call's input without its batch dimension."""
-        if self.scalar:
-            return ()
-        return self.shape[:self.batch_axis] + self.shape[self.batch_axis + 1:]
-
-    @property
-    def batch(self) -> int | None:
-        return None if self.scalar else self.shape[self.batch_axis]
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-        if self.batch_axis:
-            out["batch_axis"] = self.batch_axis
-        if self.values is not None:
-            out["values"] = list(self.values)
-        return out
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where the model and its data come from. Exactly one of `factory` or `path` is set."""
-
-    name: str
-    inputs: tuple[InputSpec, ...]
-    factory: str | None = None
-    checkpoint: Path | None = None
-    path: Path | None = None
-    calibration: str | None = None
-    evaluation: str | None = None
-    training: str | None = None
-    source: str = "flags"
-    dynamic_batch: bool = False  # export ONNX with a symbolic batch dimension (shape[0] is the example)
-    task: str | None = None  # "classification": the first output is class scores (top-1, label accuracy)
-    metric: str | None = None  # module:function(reference, outputs, labels) -> float, higher is better
-    allow_pickle: bool = False  # a whole-module pickle at `path` may be unpickled (runs its code)
-
-    @property
-    def is_onnx(self) -> bool:
-        return self.path is not None and self.path.suffix == ".onnx"
-
-    @property
-    def batch_size(self) -> int:
-        """Samples per call: the batch dimension of the first input that has one (1 if all are scalars)."""
-        return next((i.batch for i in self.inputs if i.batch is not None), 1)
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    transport: str = "ssh"
-    host: str | None = None
-    user: str | None = None
-    port: int | None = None
-    python: str | None = None
-    workdir: str = "~/.edgekit"
-    arch: str | None = None
-    runtimes: tuple[str, ...] = ()
-    power: str | None = None
-    sensor_root: str | None = None
-    notes: str = ""
-    source: str = ""
-    connect_timeout: float = 10.0  # seconds for TCP connect and the SSH handshake
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    warmup_s: float = 0.5
-    min_runs: int = 50
-    min_s: float = 1.0
-    max_s: float = 30.0
-    threads: int = 0  # 0: the runtime's default
-    max_runs: int = 20000  # bounds the samples kept for very fast models
-    power: str = "auto"  # auto | off | a sensor name (edgekit.agent.power.NAMES)
-    cooldown_c: float | None = None  # wait until the hottest thermal zone is at most this
-    rate_hz: float | None = None  # call at a fixed rate (a camera) instead of back to back
-    parity_samples: int = 64  # evaluation samples run on the device to compare with the host (0: skip)
-    rounds: int = 3  # interleaved rounds per ranking: each round one fresh agent process per variant
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class SelectSettings:
-    objective: str = "p90_ms"
-    constraints: dict[str, float] = field(default_factory=dict)
-
-
-IMPORTANCES = ("l1", "l2", "taylor")
-AUGMENTS = ("none", "shift", "affine")  # technique training: how each image is transformed when used
-SCHEDULES = ("constant", "cosine")  # technique training: learning rate over the epochs
-
-
-@dataclass(frozen=True)
-class TechniqueSettings:
-    """Defaults for technique steps (prune, merge, sparsity, cluster, kd); a step's inline options win.
-
-    `epochs`/`lr` drive the fine-tuning after each step on `[data] training` (and the kd run and
-    its no-teacher baseline); `merge` fine-tunes only with an inline `epochs=N`, since its point is
-    accuracy without data. `ignore` names modules pruning and merging leave alone, on top of the
-    classifier head, which is always kept so the outputs keep their meaning. `augment` (image
-    inputs only) transforms each training image afresh every time it is used: `shift` moves it by
-    up to 2 pixels, `affine` also rotates (up to 10 degrees) and scales (0.9..1.1). In kd the
-    teacher labels the transformed image. `schedule` = "cosine" anneals the learning rate to 0.
-    """
-
-    epochs: int = 2
-    lr: float = 1e-3
-    batch_size: int = 64
-    seed: int = 0
-    importance: str = "l2"
-    iterations: int = 1
-    ignore: tuple[str, ...] = ()
-    temperature: float = 4.0
-    alpha: float = 0.9
-    student: str | None = None  # module:function building an untrained student for kd
-    augment: str = "none"  # one of AUGMENTS
-    schedule: str = "constant"  # one of SCHEDULES
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "ignore": list(self.ignore)}
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    recipes: tuple[str, ...]
-    bench: BenchSettings
-    select: SelectSettings
-    source: str = ""
-    techniques: TechniqueSettings = field(default_factory=TechniqueSettings)
-
-
-@dataclass
-class Variant:
-    """One built artifact and what the host knows about it. Serialised as `variant.json`."""
-
-    id: str
-    recipe: str
-    format: str
-    precision: str
-    runtime: str
-    model: str
-    file: str = ""
-    sha256: str = ""
-    size_bytes: int = 0
-    status: str = "ok"  # ok | failed
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    converters: dict[str, str] = field(default_factory=dict)
-    inputs: list[dict[str, Any]] = field(default_factory=list)
-    cache_key: str = ""
-    created: str = ""
-    path: str = ""  # absolute path of the artifact on the host; not part of the identity
-    techniques: list[dict[str, Any]] = field(default_factory=list)  # one report per technique step
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Variant:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    @property
-    def accuracy_drop(self) -> float | None:
-        return self.metrics.get("accuracy_drop")
-
-
-def emulated(document: dict[str, Any]) -> bool:
-    """Whether an agent document (probe, bench, run) says it ran under user-mode emulation."""
-    return bool((document.get("emulation") or {}).get("emulated"))
-
-
-@dataclass
-class Measurement:
-    """One variant measured on one device: the agent's bench document, flattened for the store."""
-
-    target: str
-    variant_id: str
-    sha256: str
-    status: str  # ok | failed
-    stats: dict[str, Any] = field(default_factory=dict)
-    memory: dict[str, Any] = field(default_factory=dict)
-    cold: dict[str, Any] = field(default_factory=dict)
-    error_kind: str | None = None
-    error_message: str | None = None
-    settings_key: str = ""
-    document: dict[str, Any] = field(default_factory=dict)
-    reused: bool = False  # taken from the store instead of measured in this run
-    reused_from: int | None = None  # the run that measured it, when reused
-    store_id: int | None = None  # its row in the results store, once saved
-
-    @property
-    def power(self) -> dict[str, Any]:
-        """The agent's `power` section: avg/peak W, energy per inference, sensor, or why none."""
-        return self.document.get("power") or {}
-
-    @property
-    def emulated(self) -> bool:
-        """Measured under user-mode emulation (qemu): the timings are the emulator's, not the board's."""
-        return emulated(self.document)
-
-    @property
-    def paired(self) -> dict[str, Any]:
-        """Per-round latency ratios against the run's baseline variant (`rounds.paired_ratios`)."""
-        return self.document.get("paired") or {}
-
-    @property
-    def parity(self) -> dict[str, Any]:
-        """The device's outputs for evaluation samples against the host's (`pipeline.device_parity`)."""
-        return self.document.get("parity") or {}
-
-    def figure(self, name: str) -> float | None:
-        """A figure by the names profiles use (`p90_ms`, `peak_rss_mb`, `energy_mj`, ...)."""
-        if name == "peak_rss_mb":
-            return self.memory.get("peak_rss_mb")
-        if name == "energy_mj":
-            return self.power.get("energy_per_inference_mj")
-        return self.stats.get(name)
-
 
 # A model name becomes a folder on every device (deployments/<name>/) and a key in the store:
 # the agent takes letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'.
@@ -290,12 +41,10 @@ def model_name_problem(name: object) -> str | None:
 # --------------------------------------------------------------------------- TOML reading
 
 
-def _power_choice(bench: "_Table") -> str:
-    from .agent.power import NAMES
-
+def _power_choice(bench: _Table) -> str:
     value = bench.text("power", default="auto")
-    if value not in ("auto", "off") + NAMES:
-        raise bench.fail("power", f"{value!r} is not a sensor", f"use auto, off or one of {', '.join(NAMES)}")
+    if value not in ("auto", "off") + POWER_NAMES:
+        raise bench.fail("power", f"{value!r} is not a sensor", f"use auto, off or one of {', '.join(POWER_NAMES)}")
     return value
 
 
@@ -439,8 +188,6 @@ def _input_item(model: _Table, i: int, item: Any) -> InputSpec:
 def graph_inputs(path: Path, fail, flags: bool = False) -> tuple[InputSpec, ...]:
     """A spec without `inputs` takes them from the ONNX graph, when every dimension is static.
     `flags`: the fix is written as --input flags instead of TOML."""
-    from .graph import describe_onnx
-
     io = describe_onnx(path)
     specs = []
     for t in io.inputs:
@@ -462,8 +209,6 @@ def graph_inputs(path: Path, fail, flags: bool = False) -> tuple[InputSpec, ...]
 
 def check_against_graph(inputs: tuple[InputSpec, ...], path: Path, fail) -> None:
     """Declared ONNX inputs must name the graph's inputs and agree with its static dimensions."""
-    from .graph import describe_onnx
-
     graph = {t.name: t for t in describe_onnx(path).inputs}
     for inp in inputs:
         t = graph.get(inp.name)
@@ -641,8 +386,6 @@ def load_target(name: str) -> Target:
 
 
 def load_profile(name: str) -> Profile:
-    from .compress.registry import parse_recipe  # light: no converter imports
-
     path = _find("profiles", name, "--profile")
     doc = read_toml(path)
     doc.unknown_keys({"build", "bench", "select", "description", "techniques"})
@@ -740,8 +483,3 @@ def _technique_settings(table: _Table) -> TechniqueSettings:
     )
 
 
-def default_python(target: Target) -> str:
-    """The interpreter that runs the agent: the target's, or for `local` this very Python."""
-    if target.python:
-        return target.python
-    return sys.executable if target.transport == "local" else "python3"

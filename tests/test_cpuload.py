@@ -30,18 +30,18 @@ def test_a_spinning_process_on_another_core_shows_up_and_the_agent_itself_does_n
     idle, busy = [], []
     try:
         time.sleep(0.2)  # let it start spinning
-        for _ in range(3):  # paused and spinning in turn, so a change in others' load hits both alike
+        for _ in range(5):  # paused and spinning in turn, so a change in others' load hits both alike
             spinner.send_signal(signal.SIGSTOP)
-            idle.append(window(0.15)["other_cpu"])
+            idle.append(window(0.25)["other_cpu"])
             spinner.send_signal(signal.SIGCONT)
-            busy.append(window(0.15))
+            busy.append(window(0.25))
     finally:
         spinner.kill()
         spinner.wait()
-    if min(idle) > 0.8:
-        pytest.skip(f"the machine is saturated by others ({min(idle):.0%} busy while paused)")
+    if sorted(idle)[2] > 0.3:  # others' load swings more than the spinner adds: nothing to tell apart
+        pytest.skip(f"the machine is busy with other work ({sorted(idle)[2]:.0%} while the spinner paused)")
     # One of the usable cores spun for the whole window: about 1/cores more, tolerant of other load.
-    assert sorted(b["other_cpu"] for b in busy)[1] > sorted(idle)[1] + 0.5 / len(cores), (idle, busy)
+    assert sorted(b["other_cpu"] for b in busy)[2] > sorted(idle)[2] + 0.5 / len(cores), (idle, busy)
     assert busy[0]["cores"] == len(cores)
     # The measuring process's own work is not "other" load.
     begin = cpuload.start()
@@ -49,7 +49,7 @@ def test_a_spinning_process_on_another_core_shows_up_and_the_agent_itself_does_n
     while time.perf_counter() < end:
         pass
     own = cpuload.finish(begin)
-    assert own["other_cpu"] < sorted(b["other_cpu"] for b in busy)[1], (own, busy)
+    assert own["other_cpu"] < sorted(b["other_cpu"] for b in busy)[2], (own, busy)
 
 
 def test_without_proc_the_figure_is_null_with_a_reason(tmp_path):

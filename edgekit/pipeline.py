@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .compress import build_variant
+from .compress.build import build_variant
 from .compress.context import BuildContext, LazyModel
 from .compress.derived import DerivedStore
 from .compress.parity import onnx_outputs

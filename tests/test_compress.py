@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgekit.compress import build_variant
+from edgekit.compress.build import build_variant
 from edgekit.compress.store import ArtifactStore, file_sha256
 from edgekit.pipeline import Workspace, compress
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgekit.compress import build_variant, neuron_merge, techniques
+from edgekit.compress import neuron_merge, techniques
+from edgekit.compress.build import build_variant
 from edgekit.compress.context import BuildContext
 from edgekit.compress.registry import parse_recipe
 from edgekit.compress.store import ArtifactStore

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from edgekit.compress import context_defaults, variant_key
+from edgekit.compress.build import context_defaults, variant_key
 from edgekit.compress.isa import int8_types
 from edgekit.compress.merge import fold_batchnorm
 from edgekit.compress.registry import parse_recipe

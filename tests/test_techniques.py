@@ -11,7 +11,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgekit.compress import build_variant, techniques
+from edgekit.compress import techniques
+from edgekit.compress.build import build_variant
 from edgekit.compress.registry import parse_recipe
 from edgekit.compress.store import ArtifactStore
 from edgekit.compress.training import accuracy, augment_batch, fit

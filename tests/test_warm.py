@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from edgekit.compress import variant_key
+from edgekit.compress.build import variant_key
 from edgekit.compress.registry import parse_recipe
 from edgekit.errors import ModelError
 from edgekit.model import weights_digest

@@ -135,7 +135,8 @@ def _in_process(argv: List[str]) -> Tuple[int, str, str, bool]:
 def _child(argv: List[str], timeout: float, max_stdout: int, stdin: _Stdin) -> Tuple[Optional[int], str, str, bool]:
     """Run one command in a fresh agent process; its output goes to files (no pipe can fill up)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        # Its own process group, so that killing it takes whatever it started too.
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
         deadline = time.monotonic() + timeout
         timed_out = False
         while proc.poll() is None:
@@ -146,7 +147,10 @@ def _child(argv: List[str], timeout: float, max_stdout: int, stdin: _Stdin) -> T
             if not stdin.fill(min(left, 0.2)):  # the host went away: nothing will read this answer
                 break
         if proc.poll() is None:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
             proc.wait()
         code = proc.returncode
         out.seek(0)

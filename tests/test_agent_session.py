@@ -199,3 +199,22 @@ def test_the_host_refuses_a_session_answer_that_is_not_its_own(tmp_path, change,
         assert info.value.kind == "agent_crashed" and "ended earlier" in str(info.value)
     finally:
         session.close()
+
+
+def test_uploads_print_bytes_rate_and_time_left_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    from edgekit.cli import RichEvents
+    from edgekit.transport.local import LocalTransport
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(os.urandom(5 << 20))
+    with RichEvents() as events:
+        events.PROGRESS_EVERY_S = 0.0  # every chunk (the real interval is 10 s)
+        LocalTransport(tmp_path).put(str(model), "device/model.onnx",
+                                     lambda sent, total: events.transfer("model.onnx", sent, total))
+    lines = capsys.readouterr().err.splitlines()
+    assert (tmp_path / "device" / "model.onnx").read_bytes() == model.read_bytes()
+    assert lines[0].startswith("uploading model.onnx: 1.0 MB of 5.2 MB (20 %), ") and "/s, about " in lines[0]
+    assert lines[-1].startswith("uploaded model.onnx: 5.2 MB in ")
+    with RichEvents(quiet=True) as events:  # --json: nothing on stderr
+        events.transfer("model.onnx", 1, 2)
+    assert not capsys.readouterr().err

@@ -448,6 +448,25 @@ class FleetEvents(_ProgressSteps):
         if not self.quiet:
             _say(self.progress.console, f"{self.target}: {message}")
 
+    def transfer(self, label: str, sent: int, total: int) -> None:
+        """An upload on this device's line at a terminal; a line every PROGRESS_EVERY_S otherwise."""
+        import time
+
+        if self.quiet:
+            return
+        now = time.monotonic()
+        up = getattr(self, "_upload", None)
+        if up is None or up.label != label or sent < up.sent:
+            up = self._upload = _Upload(label, total, now)
+        up.sent = sent
+        if self.progress.console.is_terminal:
+            self.progress.update(self.task, item=up.line(now)[len("uploading "):])
+        elif now - up.last_line >= RichEvents.PROGRESS_EVERY_S and sent < total:
+            up.last_line = now
+            _say(self.progress.console, f"{self.target}: {up.line(now)}")
+        if sent >= total:
+            self._upload = None
+
     def done(self, ok: bool) -> None:
         total = self.progress.tasks[self.task].total
         self.progress.update(self.task, completed=total, item="done" if ok else "FAILED")

@@ -218,3 +218,19 @@ def test_uploads_print_bytes_rate_and_time_left_when_stderr_is_not_a_terminal(tm
     with RichEvents(quiet=True) as events:  # --json: nothing on stderr
         events.transfer("model.onnx", 1, 2)
     assert not capsys.readouterr().err
+
+
+def test_a_fleet_line_per_device_reports_its_uploads(capsys):
+    from rich.progress import Progress
+
+    from edgekit.cli import FleetEvents, RichEvents, err
+
+    events = FleetEvents(Progress(console=err, disable=True), "pi", quiet=False)
+    old, RichEvents.PROGRESS_EVERY_S = RichEvents.PROGRESS_EVERY_S, 0.0
+    try:
+        for sent in (1 << 20, 2 << 20, 3 << 20):
+            events.transfer("model.onnx", sent, 3 << 20)
+    finally:
+        RichEvents.PROGRESS_EVERY_S = old
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("pi: uploading model.onnx: ") and "/s" in line for line in lines)

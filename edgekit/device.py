@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import documents
+from .agent_session import BOOT, AgentSession
 from .bundle import agent_zipapp
 from .errors import DeviceError, UsageError
 from .records import Variant
@@ -87,6 +88,12 @@ class Device:
         _, digest = agent_zipapp()
         self.agent_path = remote_path(target.workdir, "agent", f"edgekit-agent-{digest[:16]}.pyz")
         self._agent_ready = False
+        # One agent process per locked run (agent_session.py); EDGEKIT_AGENT_SESSION=0 runs one agent
+        # process per command instead (debugging, and the fallback when a session cannot start).
+        self.session_mode = os.environ.get("EDGEKIT_AGENT_SESSION", "1") != "0"
+        self._session: AgentSession | None = None
+        # Called as (file name, bytes sent, total bytes) during uploads (the CLI's progress display).
+        self.on_upload: Callable[[str, int, int], None] | None = None
 
     def close(self) -> None:
         self.transport.close()
@@ -138,7 +145,7 @@ class Device:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "edgekit-agent.pyz"
             local.write_bytes(data)
-            self.transport.put(str(local), self.agent_path)
+            self._put(str(local), self.agent_path, "the agent")
 
     def _check_python(self, agent_stderr: str) -> None:
         """Raise a clear error when the device's interpreter is missing or older than the agent needs."""
@@ -172,23 +179,24 @@ class Device:
         """Hold the device's lock for the block: one benchmark or deployment at a time per device.
 
         The holder is an agent process on the device tied to this connection, so the lock dies
-        with this run however it ends.
+        with this run however it ends. In session mode that process is the agent session, which
+        then answers every agent command of the block (one exec for the whole run).
         """
+        if self.session_mode:
+            started = self._start_session(holder, wait_s)
+            if started is not None:
+                try:
+                    yield started
+                finally:
+                    session, self._session = self._session, None
+                    if session is not None:
+                        session.close()
+                return
         self.ensure_agent()
         session = self.transport.spawn([self.python, self.agent_path, "lock", "--workdir", self.target.workdir,
                                         "--holder", holder, "--wait-s", str(wait_s)])
         try:
-            doc = _parse(session.readline(timeout=wait_s + 60))
-            if doc is not None:
-                documents.validate("lock", doc, self.target.name)
-            if doc is None:
-                raise DeviceError(f"target {self.target.name}: could not take the device lock "
-                                  f"({_last_line(session.stderr()) or 'no answer'})", kind="agent_crashed")
-            if "error" in doc:
-                kind, message = doc["error"].get("kind", "internal"), doc["error"].get("message", "")
-                fix = ("wait for that run to finish, or run again with --wait" if kind == "busy"
-                       else FIXES.get(kind, "see the message"))
-                raise DeviceError(f"target {self.target.name}: {message}. Fix: {fix}", kind=kind)
+            doc = self._lock_answer(session, wait_s)
         except BaseException:
             session.close()
             raise
@@ -197,12 +205,66 @@ class Device:
         finally:
             session.close()
 
+    def _lock_answer(self, session: Any, wait_s: float) -> dict[str, Any]:
+        doc = _parse(session.readline(timeout=wait_s + 60))
+        if doc is None:
+            raise DeviceError(f"target {self.target.name}: could not take the device lock "
+                              f"({_last_line(session.stderr()) or 'no answer'})", kind="agent_crashed")
+        return self._checked_lock(doc)
+
+    def _start_session(self, holder: str, wait_s: float) -> dict[str, Any] | None:
+        """Check the agent, start it as a session and take the lock, in one exec; push the agent
+        first when it is missing or not this host's. None: no session started (an interpreter
+        that cannot run it, say), so the caller takes the per-command path and its diagnostics."""
+        _, digest = agent_zipapp()
+        for attempt in range(2):
+            session = self.transport.spawn([self.python, "-c", BOOT, self.agent_path, digest, "session",
+                                            "--workdir", self.target.workdir, "--holder", holder,
+                                            "--wait-s", str(wait_s), "--python", self.python])
+            try:
+                doc = _parse(session.readline(timeout=wait_s + 60))
+                if doc is not None and doc.get("command") == "boot":
+                    documents.validate("boot", doc, self.target.name)
+                    session.close()
+                    if attempt == 1:
+                        found = doc.get("found") or "nothing"
+                        raise DeviceError(f"target {self.target.name}: the agent at {self.agent_path} hashes to "
+                                          f"{found[:16]} right after it was pushed, not {digest[:16]}. Fix: check "
+                                          f"the device's disk and that nothing else writes under "
+                                          f"{self.target.workdir}", kind="agent_crashed")
+                    self._push_agent()
+                    continue
+                if doc is None:
+                    session.close()
+                    return None
+                doc = self._checked_lock(doc)
+            except BaseException:
+                session.close()
+                raise
+            self._session = AgentSession(session, self.target.name)
+            self._agent_ready = True
+            return doc
+        return None
+
+    def _checked_lock(self, doc: dict[str, Any]) -> dict[str, Any]:
+        documents.validate("lock", doc, self.target.name)
+        if "error" in doc:
+            kind, message = doc["error"].get("kind", "internal"), doc["error"].get("message", "")
+            fix = ("wait for that run to finish, or run again with --wait" if kind == "busy"
+                   else FIXES.get(kind, "see the message"))
+            raise DeviceError(f"target {self.target.name}: {message}. Fix: {fix}", kind=kind)
+        return doc
+
     def agent(self, *args: str, timeout: float = 120) -> dict[str, Any]:
-        """The agent's answer to one command, checked (`documents.validate`) before anyone reads it."""
-        self.ensure_agent()
-        done = self.transport.run([self.python, self.agent_path, *args], timeout=timeout)
+        """The agent's answer to one command, checked (`documents.validate`) before anyone reads it,
+        whether it came from the run's session or from an agent process of its own."""
         max_samples = _option_int(args, "--max-runs", documents.MAX_SAMPLES)
         limit = max(documents.MAX_STDOUT_BYTES, 40 * max_samples)
+        if self._session is not None:
+            done = self._session.call(args, timeout, limit)
+        else:
+            self.ensure_agent()
+            done = self.transport.run([self.python, self.agent_path, *args], timeout=timeout)
         if len(done.stdout or "") > limit:
             raise DeviceError(f"target {self.target.name}: the agent's {args[0]} answer is "
                               f"{len(done.stdout) / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB a document may be; "
@@ -235,7 +297,7 @@ class Device:
         for attempt in range(2):
             upload = remote_path(self.target.workdir, "artifacts", variant.sha256,
                                  f".{variant.file}.upload-{secrets.token_hex(4)}")
-            self.transport.put(variant.path, upload)
+            self._put(variant.path, upload, variant.file)
             try:
                 self.agent("accept", "--source", upload, "--dest", remote, "--sha256", variant.sha256)
                 return remote
@@ -279,48 +341,63 @@ class Device:
             extras += ["--rate-hz", str(settings.rate_hz)]
         return extras
 
+    def _put(self, local: str, remote: str, label: str) -> None:
+        """An upload, reported to `on_upload` as it goes (a 14 MB model takes minutes at 1 Mbit/s)."""
+        report = self.on_upload
+        self.transport.put(local, remote, None if report is None else lambda sent, total: report(label, sent, total))
+
     def push_inputs(self, feeds: dict[str, np.ndarray]) -> str:
-        """One call's feeds as a content-addressed .npz on the device (pushed once, verified by the
-        agent's sha256 check like an artifact): what `bench` times the model on."""
+        """One call's feeds as a content-addressed .npz on the device: what `bench` times the model on."""
+        return self._push_arrays({name: np.asarray(v)[None] for name, v in feeds.items()}, "bench inputs")
+
+    def _push_arrays(self, arrays: dict[str, np.ndarray], label: str) -> str:
+        """Arrays as a .npz on the device named by its sha256, pushed only when that name is not
+        there yet and verified by the agent (`accept`) like an artifact: the same evaluation
+        samples cross the link once per device, however many runs, variants and smoke tests use
+        them. The file's bytes depend on the arrays only (`npz_bytes`), so the name is stable."""
         import hashlib
 
+        data = npz_bytes(arrays)
+        digest = hashlib.sha256(data).hexdigest()
+        remote = remote_path(self.target.workdir, "inputs", f"{digest[:32]}.npz")
+        if self.transport.exists(remote):
+            return remote
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "inputs.npz"
-            np.savez(local, **{name: np.asarray(v)[None] for name, v in feeds.items()})
-            digest = hashlib.sha256(local.read_bytes()).hexdigest()
-            remote = remote_path(self.target.workdir, "inputs", f"{digest[:32]}.npz")
-            if not self.transport.exists(remote):
-                upload = remote_path(self.target.workdir, "inputs", f".upload-{secrets.token_hex(4)}.npz")
-                self.transport.put(str(local), upload)
-                self.agent("accept", "--source", upload, "--dest", remote, "--sha256", digest)
+            local.write_bytes(data)
+            upload = remote_path(self.target.workdir, "inputs", f".upload-{secrets.token_hex(4)}.npz")
+            self._put(str(local), upload, label)
+            self.agent("accept", "--source", upload, "--dest", remote, "--sha256", digest)
         return remote
 
     def run(self, variant: Variant, remote: str, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """Every output of the artifact for each call, computed on the device: one array per output,
         stacked over calls. What comes back is checked before it is used: one array per output
-        index, one entry per call, numbers only."""
+        index, one entry per call, numbers only. The inputs are content-addressed (pushed once per
+        device); the outputs file is removed once fetched."""
         stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
+        remote_in = self._push_arrays(stacked, "evaluation samples")
         tag = f"{variant.sha256[:12]}-{secrets.token_hex(8)}"
-        remote_in = remote_path(self.target.workdir, "tmp", f"in-{tag}.npz")
         remote_out = remote_path(self.target.workdir, "tmp", f"out-{tag}.npz")
         with tempfile.TemporaryDirectory() as tmp:
-            local_in, local_out = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-            np.savez(local_in, **stacked)
+            local_out = Path(tmp) / "out.npz"
             try:
-                self.transport.put(str(local_in), remote_in)
                 self._with_artifact(variant, remote, lambda path: self.agent(
                     "run", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256,
                     "--inputs", remote_in, "--outputs", remote_out, timeout=600))
                 self.transport.get(remote_out, str(local_out))
             finally:
-                self._remove(remote_in, remote_out)
+                self._remove(remote_out)
             return _device_outputs(local_out, len(batches), self.target.name)
 
     def _remove(self, *remote: str) -> None:
         """Delete scratch files on the device, best effort: a failure here must not hide the result
-        or the error of the command they served (a full-size input file is tens of MB)."""
+        or the error of the command they served."""
         try:
-            self.transport.run([self.python, "-c", _REMOVE, *remote], timeout=30)
+            if self._session is not None:
+                self.agent("remove", "--workdir", self.target.workdir, *remote, timeout=30)
+            else:
+                self.transport.run([self.python, "-c", _REMOVE, *remote], timeout=30)
         except Exception:
             pass
 
@@ -358,6 +435,21 @@ def capability_warnings(target: Target, probe: dict[str, Any]) -> list[str]:
     if not found:
         warnings.append("no inference runtime found: install onnxruntime or ai-edge-litert for this Python")
     return warnings
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A .npz (what np.load reads) whose bytes depend on the arrays only: np.savez stamps each
+    member with the current time, so the same samples would hash differently every second."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arrays[name]), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _device_outputs(path: Path, calls: int, target: str) -> list[np.ndarray]:

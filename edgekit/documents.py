@@ -30,6 +30,11 @@ def _fail(where: str, problem: str) -> DeviceError:
                        f"on the device is broken or not edgekit's", kind="bad_document")
 
 
+def unusable(target: str, problem: str) -> DeviceError:
+    """The bad_document error for an answer that cannot even be read as one document."""
+    return _fail(f"target {target}", problem)
+
+
 class _Checker:
     """Walks one document; `path` names fields as `bench.latency.p90_ms`."""
 
@@ -286,6 +291,14 @@ def _lock(c: _Checker, doc: dict, _: int) -> None:
     c.integer(doc, "pid", "lock", required=False)
 
 
+def _remove(c: _Checker, doc: dict, _: int) -> None:
+    c.integer(doc, "removed", "remove", required=True)
+
+
+def _boot(c: _Checker, doc: dict, _: int) -> None:
+    c.text(doc, "found", "boot")
+
+
 def _version(c: _Checker, doc: dict, _: int) -> None:
     c.text(doc, "agent", "version", required=True)
     c.text(doc, "python", "version")
@@ -294,6 +307,7 @@ def _version(c: _Checker, doc: dict, _: int) -> None:
 CHECKS: dict[str, Callable[[_Checker, dict, int], None]] = {
     "bench": _bench, "probe": _probe, "run": _run, "install": _path_doc, "accept": _path_doc,
     "activate": _status, "rollback": _status, "status": _status, "lock": _lock, "version": _version,
+    "remove": _remove, "boot": _boot,
 }
 
 
@@ -321,3 +335,28 @@ def validate(command: str, doc: Any, target: str, max_samples: int = MAX_SAMPLES
     if check is not None:
         check(c, doc, max_samples)
     return doc
+
+
+def session_reply(doc: Any, request_id: int, target: str, max_stdout: int) -> tuple[int | None, str, str, bool]:
+    """A session's answer to request `request_id` as (exit code, stdout, stderr, timed out): the
+    envelope only. Its stdout is the command's own document, which the caller then checks with
+    `validate` exactly as in single-command mode."""
+    c = _Checker("session", target)
+    if not isinstance(doc, dict):
+        raise _fail(c.where, f"the session answer is {_shown(doc)}, not a JSON object")
+    if doc.get("schema") != SCHEMA or doc.get("command") != "session":
+        raise _fail(c.where, f"the session answer has schema {_shown(doc.get('schema'))} and command "
+                             f"{_shown(doc.get('command'))}, expected {SCHEMA} and 'session'")
+    if doc.get("id") != request_id or isinstance(doc.get("id"), bool):
+        raise c.fail("session.id", f"is {_shown(doc.get('id'))}, not the request's {request_id}")
+    code, out, err, late = doc.get("exit"), doc.get("stdout"), doc.get("stderr"), doc.get("timed_out")
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        raise c.fail("session.exit", f"is {_shown(code)}, not an integer")
+    if not isinstance(out, str) or len(out) > max_stdout + 1:
+        raise c.fail("session.stdout", "is not a string" if not isinstance(out, str)
+                     else f"is {len(out)} characters, over the {max_stdout} a document may be")
+    if not isinstance(err, str) or len(err) > MAX_STRING:
+        raise c.fail("session.stderr", f"is not a string of at most {MAX_STRING} characters")
+    if not isinstance(late, bool):
+        raise c.fail("session.timed_out", f"is {_shown(late)}, not true or false")
+    return code, out, err, late

@@ -45,6 +45,8 @@ class Events:
     def stage(self, name: str, total: int) -> None: ...
     def step(self, label: str) -> None: ...
     def note(self, message: str) -> None: ...
+    def transfer(self, label: str, sent: int, total: int) -> None:
+        """An upload to a device is under way: `sent` of `total` bytes of `label`."""
 
 
 @dataclass(frozen=True)
@@ -430,6 +432,7 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
     `build_lock` serialises compression when several devices are measured at once: builds are
     CPU-bound and cached by content, so a second device with the same ISA reuses the first's.
     """
+    device.on_upload = events.transfer
     events.stage(f"probe {target.name}", 1)
     events.step("probe")
     probe = device.probe()  # first: the target's ISA picks the int8 defaults

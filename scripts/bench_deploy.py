@@ -6,12 +6,17 @@
   Compared with the same warm re-deploy on the `local` target in the same run (A B A B).
 - agent first push: `ensure_agent` with no agent on the device vs with it there (A B A B).
 - fleet: wall time of profiling 1 device vs 4 devices at once, short workload, measured afresh.
+- agent session (section `deploy-session`, also alone with --session-only): agent execs per warm
+  re-deploy and bytes sent by a no-op re-deploy, counted on the real SSH transport and by a
+  delaying proxy, and the warm re-deploy through that proxy (50 ms more per round trip:
+  scripts/latency_proxy.py, as netem is absent) in session mode against per-command mode (A B / B A).
 - warm paths (section `deploy-warm`, also alone with --warm-only: no root or sshd needed): the
   whole `edgekit deploy --target local --reuse` and a cached `edgekit compress`, each as a fresh
   process, paired A B / B A with `python -c 'import torch, onnxruntime'` (what any edgekit run
   that touches a model framework pays anyway); the ratio is the median of the per-pair ratios.
 
 Writes its sections of BENCHMARKS.md. Usage: .venv/bin/python scripts/bench_deploy.py [--reps N] [--warm-only]
+[--session-only]
 """
 
 from __future__ import annotations
@@ -134,11 +139,122 @@ def warm_table(pairs: dict[str, list[tuple[float, float]]], reps: int, load: Oth
     ])
 
 
+class Counting:
+    """The real transport with its execs (`run`, `spawn`) counted."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.execs = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, argv, timeout):
+        self.execs += 1
+        return self.inner.run(argv, timeout)
+
+    def spawn(self, argv):
+        self.execs += 1
+        return self.inner.spawn(argv)
+
+
+def session_section(home: Path, project: Path, scratch: Path, reps: int, rtt_s: float, command: str) -> str:
+    """Session mode against per-command mode on one jetson-like sshd: execs and bytes of a warm
+    re-deploy, then its wall time behind a delaying proxy."""
+    from devices import PERSONAS, TestDevice, device_base
+    from latency_proxy import DelayingProxy
+
+    from edgekit import pipeline
+    from edgekit.device import connect, holder_name
+    from edgekit.examples import digits
+    from edgekit.config import load_profile, load_target
+
+    device = TestDevice(PERSONAS["jetson-like"], device_base("bench-session"))
+    load = OtherLoad().start()
+    try:
+        device.start()
+        device.register(home, project, name="direct")
+        with DelayingProxy((device.address, device.port), rtt_s, max_life_s=1800) as proxy:
+            key_type, key = device.host_public.split()[:2]
+            with open(home / ".ssh" / "config", "a") as fh:
+                fh.write(f"Host slow\n  HostName 127.0.0.1\n  Port {proxy.port}\n  User {device.persona.user}\n"
+                         f"  IdentityFile {device.client_key}\n  IdentitiesOnly yes\n")
+            with open(home / ".ssh" / "known_hosts", "a") as fh:
+                fh.write(f"[127.0.0.1]:{proxy.port} {key_type} {key}\n")
+            (project / "targets" / "slow.toml").write_text(
+                device.target_toml(alias="slow").replace("connect_timeout = 5", "connect_timeout = 30"))
+            ctx = pipeline.prepare(digits.spec())
+            workspace = pipeline.Workspace(scratch / "host-session", scratch / "host-session" / "results.db")
+            prof = load_profile("short")
+
+            def deploy(name: str, session: bool, reuse: bool = True) -> tuple[float, int]:
+                target = load_target(name)
+                start = time.perf_counter()
+                with connect(target) as dev:
+                    dev.session_mode = session
+                    dev.transport = counted = Counting(dev.transport)
+                    with dev.locked(holder_name("bench"), 0):
+                        result = pipeline.deploy(ctx, target, prof, dev, workspace, reuse=reuse)
+                elapsed = time.perf_counter() - start
+                assert result.smoke["passed"]
+                assert not reuse or all(r["measurement_reused"] for r in result.to_dict()["variants"])
+                return elapsed, counted.execs
+
+            deploy("direct", True, reuse=False)  # cold: agent, artifacts, measurements, inputs
+            execs = {mode: deploy("direct", mode)[1] for mode in (True, False)}
+            deploy("slow", True, reuse=False)  # measured once under this target's own name, then reused
+            sent: dict[bool, int] = {}
+            for mode in (True, False):
+                deploy("slow", mode)  # the same no-op re-deploy once, then counted
+                proxy.reset_counts()
+                deploy("slow", mode)
+                sent[mode] = proxy.sent
+            walls: dict[bool, list[float]] = {True: [], False: []}
+            for i in range(reps):
+                for mode in ((True, False) if i % 2 == 0 else (False, True)):
+                    walls[mode].append(deploy("slow", mode)[0])
+                print(f"session pair {i + 1}/{reps}: session {walls[True][-1]:.2f}s, "
+                      f"per-command {walls[False][-1]:.2f}s", flush=True)
+    finally:
+        load.stop()
+        device.stop()
+        shutil.rmtree(device.base, ignore_errors=True)
+    ratio = median([a / b for a, b in zip(walls[True], walls[False])])
+    return "\n".join([
+        "## Agent session (`scripts/bench_deploy.py`)",
+        "",
+        f"A jetson-like OpenSSH test device on loopback (tests/devices.py), digits CNN, ONNX fp32 + int8 (short "
+        f"profile); a warm re-deploy is `deploy --reuse` after an identical one (probe, reused measurements, "
+        f"install, smoke test on the device, switch). Session mode (the default: one agent process per run) "
+        f"against per-command mode (`EDGEKIT_AGENT_SESSION=0`: one agent process per command). Execs are "
+        f"counted on the real SSH transport; bytes host → device by the proxy (SSH handshake included). "
+        f"{reps} pairs A B / B A; ratio: median of per-pair ratios. Host: "
+        f"{host_description(runtimes=('onnxruntime',))}; while it ran, {load.describe()}.",
+        "",
+        "| what | session | per-command | goal |",
+        "|---|---:|---:|---|",
+        f"| agent execs per warm re-deploy | {execs[True]} | {execs[False]} | 1 "
+        f"({'met' if execs[True] <= 1 else 'not met'}) |",
+        f"| bytes sent by a no-op re-deploy | {sent[True] / 1000:.1f} kB | {sent[False] / 1000:.1f} kB | < 100 kB "
+        f"({'met' if sent[True] < 100_000 else 'not met'}) |",
+        f"| warm re-deploy, +{rtt_s * 1000:.0f} ms per round trip (delaying proxy), median s | "
+        f"{median(walls[True]):.2f} | {median(walls[False]):.2f} | session faster: ratio {ratio:.2f} "
+        f"({min(a / b for a, b in zip(walls[True], walls[False])):.2f}-"
+        f"{max(a / b for a, b in zip(walls[True], walls[False])):.2f}) |",
+        "",
+        "Every remaining round trip in session mode is one request to the session or one sftp operation "
+        "(the artifact and input existence checks, the outputs download).",
+        "",
+        f"Command: `{command}` · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+    ])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--warm-only", action="store_true", help="only the warm-path section (no root or sshd)")
+    parser.add_argument("--session-only", action="store_true", help="only the agent-session section")
+    parser.add_argument("--rtt-ms", type=float, default=50.0, help="added round-trip time for the session section")
     args = parser.parse_args()
     command = command_line()  # before the chdir below
     if not args.warm_only and (os.geteuid() != 0 or not os.path.exists("/usr/sbin/sshd")):
@@ -156,6 +272,15 @@ def main() -> int:
     (project / "targets").mkdir()
     (project / "targets" / "local.toml").write_text('transport = "local"\nworkdir = "~/.edgekit-local"\n')
 
+    if args.session_only:
+        try:
+            section = session_section(home, project, scratch, args.reps, args.rtt_ms / 1000, command)
+        finally:
+            os.chdir(ROOT)
+            shutil.rmtree(scratch, ignore_errors=True)
+        write_section("deploy-session", section, Path(args.output))
+        print(section)
+        return 0
     try:
         with OtherLoad() as warm_load:
             pairs = warm_paths(project, args.reps)

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edgekit.agent",),  # runs on the device: imports nothing of edgekit outside edgekit.agent
     ("edgekit.transport", "edgekit.model", "edgekit.documents", "edgekit.bundle", "edgekit.examples"),
     ("edgekit.compress",),
-    ("edgekit.config", "edgekit.results", "edgekit.device", "edgekit.rounds"),
+    ("edgekit.config", "edgekit.results", "edgekit.agent_session", "edgekit.device", "edgekit.rounds"),
     ("edgekit.select",),
     ("edgekit.pipeline",),
     ("edgekit.report",),

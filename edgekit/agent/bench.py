@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
 import time
 from typing import Dict, List, Optional
 
@@ -14,7 +15,7 @@ from . import power as power_mod
 from . import thermal
 from .latency import measure, measure_at_rate, warm_up
 from .sampler import Sampler, measure_idle, summary
-from .files import verified, write_replacing
+from .files import private_dirs, verified, write_replacing
 from .protocol import AgentError
 from .runners import call_feeds, first_batch, generated_inputs, load_npz, make_runner
 from .stats import noise_warning, summarize
@@ -199,6 +200,7 @@ def run(runtime: str, artifact: str, sha256: Optional[str], inputs: str, outputs
                              "shape".format(j, ", ".join(map(str, shapes))))
         stacked["output_{}".format(j)] = np.stack([r[j] for r in results])
     try:  # a fresh file renamed into place: a link left at `outputs` is replaced, never written through
+        private_dirs(os.path.dirname(os.path.abspath(os.path.expanduser(outputs))))
         outputs = write_replacing(outputs, lambda fh: np.savez(fh, **stacked))
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

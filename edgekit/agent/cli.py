@@ -1,7 +1,8 @@
 """`edgekit-agent COMMAND [options]`: exactly one JSON document on stdout, logs on stderr.
 
 Any failure becomes `{"schema": 1, "error": {"kind", "message"}}` with a non-zero exit; a
-traceback only ever reaches stderr.
+traceback only ever reaches stderr. `session` answers many commands in one process (session.py);
+each answer is the document the same command prints alone.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import bench as bench_mod
 from . import deploy
 from . import hold
 from .probe import probe
-from .protocol import AgentError, emit, emit_error, log
+from .protocol import AgentError, emit, emit_error, error_doc, log
 
 VERSION = "1"
 
@@ -82,6 +83,15 @@ def _parser() -> argparse.ArgumentParser:
     lk.add_argument("--wait-s", type=float, default=0.0)
     ls = sub.add_parser("lock-status")
     ls.add_argument("--workdir", default="~/.edgekit")
+    se = sub.add_parser("session")  # the lock, then JSON-lines requests on stdin until it closes
+    se.add_argument("--workdir", default="~/.edgekit")
+    se.add_argument("--holder", required=True)
+    se.add_argument("--wait-s", type=float, default=0.0)
+    se.add_argument("--python", help="the interpreter for bench and run children (the target's, as the "
+                    "host names it; default: this one)")
+    rm = sub.add_parser("remove")  # scratch files of an earlier command, never through a link
+    rm.add_argument("--workdir", default="~/.edgekit")
+    rm.add_argument("paths", nargs="+")
     ac = sub.add_parser("accept")  # verified rename of an upload into place
     ac.add_argument("--source", required=True)
     ac.add_argument("--dest", required=True)
@@ -106,6 +116,13 @@ def dispatch(args) -> dict:
     if args.command == "lock":
         hold.hold_lock(args.workdir, args.holder, args.wait_s)
         return None
+    if args.command == "session":
+        from . import session
+
+        session.serve(args.workdir, args.holder, args.wait_s, answer, args.python)
+        return None
+    if args.command == "remove":
+        return hold.remove(args.workdir, args.paths)
     if args.command == "lock-status":
         return hold.lock_status(args.workdir)
     if args.command == "accept":
@@ -119,22 +136,25 @@ def dispatch(args) -> dict:
     return deploy.status(args.workdir, args.model)
 
 
+def answer(argv: List[str]) -> Tuple[int, Optional[dict]]:
+    """One command's exit code and document (None: `lock` and `session` emit their own)."""
+    try:
+        return 0, dispatch(_parser().parse_args(argv))
+    except AgentError as exc:
+        return 3, error_doc(exc.kind, exc.message)
+    except MemoryError:
+        return 3, error_doc("out_of_memory", "the agent ran out of memory")
+    except Exception as exc:  # a bug: the host still gets one parseable document
+        log(traceback.format_exc())
+        return 4, error_doc("internal", "{}: {}".format(type(exc).__name__, " ".join(str(exc).split())[:300]))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        doc = dispatch(_parser().parse_args(argv))
-        if doc is not None:  # `lock` emits its own document before it blocks
-            emit(doc)
-        return 0
-    except AgentError as exc:
-        emit_error(exc.kind, exc.message)
-        return 3
-    except MemoryError:
-        emit_error("out_of_memory", "the agent ran out of memory")
-        return 3
+        code, doc = answer(sys.argv[1:] if argv is None else argv)
     except KeyboardInterrupt:
         emit_error("internal", "interrupted")
         return 130
-    except Exception as exc:  # a bug: the host still gets one parseable document
-        log(traceback.format_exc())
-        emit_error("internal", "{}: {}".format(type(exc).__name__, " ".join(str(exc).split())[:300]))
-        return 4
+    if doc is not None:
+        emit(doc)
+    return code

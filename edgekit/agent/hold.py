@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from .files import NOFOLLOW, open_private, private_workdir, verified
 from .protocol import AgentError, emit
@@ -33,8 +33,9 @@ def _holder(path: str) -> str:
         return "an unknown process"
 
 
-def hold_lock(workdir: str, holder: str, wait_s: float) -> int:
-    """Take the lock (waiting up to wait_s), report it, hold it until stdin closes. Returns an exit code."""
+def take_lock(workdir: str, holder: str, wait_s: float) -> Tuple[int, dict]:
+    """Take the lock (waiting up to wait_s): its file descriptor and the `lock` document to report.
+    The lock is held until `release_lock` or until this process ends."""
     root = os.path.expanduser(workdir)
     path = os.path.join(root, "lock")
     try:
@@ -66,17 +67,29 @@ def hold_lock(workdir: str, holder: str, wait_s: float) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(record).encode())
     os.fsync(fd)
-    emit({"command": "lock", "acquired": True, "path": path, "waited": waited, **record})
-    try:
-        while sys.stdin.buffer.read(4096):  # the host never writes: this returns at EOF
-            pass
-    except (OSError, KeyboardInterrupt):
-        pass
+    doc = {"command": "lock", "acquired": True, "path": path, "waited": waited}
+    doc.update(record)
+    return fd, doc
+
+
+def release_lock(fd: int) -> None:
     try:
         os.ftruncate(fd, 0)
     except OSError:
         pass
     os.close(fd)  # releases the flock
+
+
+def hold_lock(workdir: str, holder: str, wait_s: float) -> int:
+    """Take the lock, report it, hold it until stdin closes. Returns an exit code."""
+    fd, doc = take_lock(workdir, holder, wait_s)
+    emit(doc)
+    try:
+        while sys.stdin.buffer.read(4096):  # the host never writes: this returns at EOF
+            pass
+    except (OSError, KeyboardInterrupt):
+        pass
+    release_lock(fd)
     return 0
 
 
@@ -119,3 +132,20 @@ def lock_status(workdir: str) -> dict:
     finally:
         os.close(fd)
     return {"command": "lock-status", "held": held is not None, "holder": held}
+
+
+def remove(workdir: str, paths: list) -> dict:
+    """Delete scratch files the host is done with, best effort. Only files under the workdir are
+    touched, and a link is removed itself, never what it points at (unlink(2))."""
+    root = os.path.realpath(os.path.expanduser(workdir))
+    removed = 0
+    for path in paths:
+        path = os.path.abspath(os.path.expanduser(path))
+        if not os.path.realpath(os.path.dirname(path)).startswith(root + os.sep):
+            raise AgentError("bad_request", "{} is not under the workdir {}: not removed".format(path, root))
+        try:
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return {"command": "remove", "removed": removed}

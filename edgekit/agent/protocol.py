@@ -31,15 +31,24 @@ class AgentError(Exception):
         self.message = message
 
 
-def emit(doc: dict) -> None:
+def render(doc: dict) -> str:
+    """One document as the line `emit` writes (the session sends the same text inside its answer)."""
     doc = dict(doc)
     doc.setdefault("schema", SCHEMA)
-    sys.stdout.write(json.dumps(doc, default=_plain) + "\n")
+    return json.dumps(doc, default=_plain) + "\n"
+
+
+def error_doc(kind: str, message: str) -> dict:
+    return {"schema": SCHEMA, "error": {"kind": kind, "message": message}}
+
+
+def emit(doc: dict) -> None:
+    sys.stdout.write(render(doc))
     sys.stdout.flush()
 
 
 def emit_error(kind: str, message: str) -> None:
-    emit({"schema": SCHEMA, "error": {"kind": kind, "message": message}})
+    emit(error_doc(kind, message))
 
 
 def _plain(obj):

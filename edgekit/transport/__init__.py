@@ -7,7 +7,7 @@ how sftp and ssh exec both behave; the local transport does the same with the us
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 
 @dataclass
@@ -18,9 +18,19 @@ class Completed:
 
 
 class Session(Protocol):
-    def readline(self, timeout: float) -> str: ...
+    def readline(self, timeout: float, max_bytes: int = 1 << 20) -> str:
+        """One line of stdout, at most `max_bytes` ('' at end of output or on timeout; a longer
+        line comes back cut, without its newline)."""
+
+    def write(self, text: str) -> None:
+        """Send text to the command's stdin."""
+
     def stderr(self) -> str: ...
     def close(self, timeout: float = 10.0) -> None: ...
+
+
+# progress(bytes sent so far, total bytes) during an upload
+Progress = Callable[[int, int], None]
 
 
 class Transport(Protocol):
@@ -29,8 +39,9 @@ class Transport(Protocol):
     def run(self, argv: Sequence[str], timeout: float) -> Completed:
         """Run argv on the device (each element passed as one argument, never through a shell)."""
 
-    def put(self, local: str, remote: str) -> None:
-        """Copy a file to the device atomically: a temporary name, then rename."""
+    def put(self, local: str, remote: str, progress: Optional[Progress] = None) -> None:
+        """Copy a file to the device atomically: a temporary name, then rename. `progress` is
+        called as bytes go out."""
 
     def get(self, remote: str, local: str) -> None:
         """Copy a file from the device."""

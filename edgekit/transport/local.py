@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import DeviceError, TransportError
-from . import Completed
+from . import Completed, Progress
 
 
 class LocalTransport:
@@ -35,13 +35,18 @@ class LocalTransport:
                                  f"python to an existing interpreter") from None
         return Completed(proc.returncode, proc.stdout, proc.stderr)
 
-    def put(self, local: str, remote: str) -> None:
+    def put(self, local: str, remote: str, progress: Progress | None = None) -> None:
         dest = self._abs(remote)
         try:
             _private_dirs(dest.parent)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")  # 0600
+            total, sent = os.path.getsize(local), 0
             with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    out.write(chunk)
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, total)
             os.replace(tmp, dest)
         except OSError as exc:
             raise TransportError(f"cannot write {dest}: {exc.strerror}. Fix: free space or set the target's "
@@ -59,12 +64,13 @@ class LocalTransport:
     def spawn(self, argv: Sequence[str]) -> LocalSession:
         """Start a long-lived command whose stdin stays open (the device lock holder)."""
         try:
+            err = tempfile.TemporaryFile()  # read back by stderr(); a pipe nobody reads could fill up
             proc = subprocess.Popen(list(argv), cwd=self.home, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+                                    stderr=err)
         except OSError as exc:
             raise TransportError(f"cannot start {argv[0]!r} locally: {exc.strerror}. Fix: set the target's "
                                  f"python to an existing interpreter") from None
-        return LocalSession(proc)
+        return LocalSession(proc, err)
 
     def close(self) -> None:
         pass
@@ -88,31 +94,59 @@ def _private_dirs(path: Path) -> None:
 
 
 class LocalSession:
-    """A running local command: read stdout lines, close stdin to end it."""
+    """A running local command: read stdout lines, write its stdin, close stdin to end it."""
 
-    def __init__(self, proc: subprocess.Popen) -> None:
+    def __init__(self, proc: subprocess.Popen, err=None) -> None:
         self.proc = proc
+        self._err = err
+        self._buffer = b""
 
-    def readline(self, timeout: float) -> str:
+    def readline(self, timeout: float, max_bytes: int = 1 << 20) -> str:
         import selectors
+        import time
 
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout):
-                return ""
-        return self.proc.stdout.readline()
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer and len(self._buffer) < max_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    break
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                self._buffer += chunk
+        if b"\n" in self._buffer[:max_bytes]:
+            line, _, self._buffer = self._buffer.partition(b"\n")
+            return line.decode("utf-8", "replace") + "\n"
+        line, self._buffer = self._buffer[:max_bytes], self._buffer[max_bytes:]
+        return line.decode("utf-8", "replace")
+
+    def write(self, text: str) -> None:
+        try:
+            self.proc.stdin.write(text.encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError) as exc:
+            raise TransportError(f"the local agent session has ended ({exc})") from None
 
     def stderr(self) -> str:
-        return ""
+        if self._err is None:
+            return ""
+        self._err.seek(0)
+        return self._err.read()[-65536:].decode("utf-8", "replace")
 
     def close(self, timeout: float = 10.0) -> None:
         try:
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         finally:
-            for stream in (self.proc.stdout, self.proc.stderr):
+            for stream in (self.proc.stdout, self._err):
                 if stream:
                     stream.close()

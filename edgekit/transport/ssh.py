@@ -30,7 +30,7 @@ from typing import Sequence
 import paramiko
 
 from ..errors import DeviceError, TransportError
-from . import Completed
+from . import Completed, Progress
 
 DEFAULT_PORT = 22
 KEEPALIVE_S = 15
@@ -399,7 +399,7 @@ class SSHTransport:
         return TransportError(f"target {self.target}: cannot write {path} on the device: {reason}. Fix: free space "
                               f"on the device or set the target's workdir to a writable folder")
 
-    def put(self, local: str, remote: str) -> None:
+    def put(self, local: str, remote: str, progress: Progress | None = None) -> None:
         """Upload to a temporary name, then rename: a reader never sees a partial file."""
         path = self._rel(remote)
         parent, name = posixpath.split(path)
@@ -407,7 +407,7 @@ class SSHTransport:
         tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}.part")
         try:
             self._makedirs(sftp, parent)
-            sftp.put(local, tmp, confirm=True)
+            sftp.put(local, tmp, callback=progress, confirm=True)
             sftp.chmod(tmp, 0o600)  # sftp-server creates files with its umask (often 0644)
             sftp.posix_rename(tmp, path)
         except (paramiko.SSHException, EOFError, ConnectionError, socket.error) as exc:
@@ -458,40 +458,64 @@ class SSHTransport:
 
 
 class SSHSession:
-    """A running remote command: read its stdout line by line, close its stdin to end it."""
+    """A running remote command: read its stdout line by line, write its stdin, close stdin to end it."""
+
+    STDERR_KEEP = 1 << 16
 
     def __init__(self, channel: paramiko.Channel, owner: SSHTransport) -> None:
         self.channel = channel
         self.owner = owner
         self._buffer = bytearray()
+        self._err = bytearray()
 
-    def readline(self, timeout: float) -> str:
-        """One line of stdout ('' at end of output or on timeout)."""
+    def _drain_stderr(self) -> None:
+        """Read stderr as it comes (the last 64 kB are kept): unread, it would fill the SSH window
+        and stall the command."""
+        while self.channel.recv_stderr_ready():
+            self._err += self.channel.recv_stderr(1 << 16)
+        del self._err[:-self.STDERR_KEEP]
+
+    def readline(self, timeout: float, max_bytes: int = 1 << 20) -> str:
+        """One line of stdout ('' at end of output or on timeout; cut at max_bytes)."""
         deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            if self.channel.recv_ready():
-                chunk = self.channel.recv(1 << 16)
-                if not chunk:
+        try:
+            while b"\n" not in self._buffer and len(self._buffer) < max_bytes:
+                self._drain_stderr()
+                if self.channel.recv_ready():
+                    chunk = self.channel.recv(1 << 16)
+                    if not chunk:
+                        break
+                    self._buffer += chunk
+                    continue
+                if self.channel.exit_status_ready() or self.channel.closed:
+                    if not self.channel.recv_ready():
+                        break
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
-                self._buffer += chunk
-                continue
-            if self.channel.exit_status_ready() or self.channel.closed:
-                if not self.channel.recv_ready():
-                    break
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            select.select([self.channel], [], [], min(left, 1.0))
-        line, sep, rest = bytes(self._buffer).partition(b"\n")
-        self._buffer = bytearray(rest)
-        return line.decode("utf-8", "replace") + ("\n" if sep else "")
+                select.select([self.channel], [], [], min(left, 1.0))
+        except (paramiko.SSHException, EOFError, OSError):
+            pass  # a lost connection reads as the end of output
+        end = self._buffer.find(b"\n", 0, max_bytes)
+        if end >= 0:
+            line, self._buffer = bytes(self._buffer[:end]), self._buffer[end + 1:]
+            return line.decode("utf-8", "replace") + "\n"
+        line, self._buffer = bytes(self._buffer[:max_bytes]), self._buffer[max_bytes:]
+        return line.decode("utf-8", "replace")
+
+    def write(self, text: str) -> None:
+        try:
+            self.channel.sendall(text.encode())
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self.owner._lost("talking to the agent session", exc) from None
 
     def stderr(self) -> str:
-        data = bytearray()
-        while self.channel.recv_stderr_ready():
-            data += self.channel.recv_stderr(1 << 16)
-        return data.decode("utf-8", "replace")
+        try:
+            self._drain_stderr()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass
+        return self._err.decode("utf-8", "replace")
 
     def close(self, timeout: float = 10.0) -> None:
         """End stdin (the command sees EOF and exits), wait for it, then close the channel."""
@@ -502,6 +526,7 @@ class SSHSession:
                 select.select([self.channel], [], [], 0.2)
                 while self.channel.recv_ready():
                     self.channel.recv(1 << 16)
+                self._drain_stderr()
         except (paramiko.SSHException, EOFError, OSError):
             pass
         finally:

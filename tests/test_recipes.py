@@ -115,3 +115,12 @@ def test_variant_over_the_budget_is_flagged(built, tmp_path):
     assert v.metrics["within_budget"] is False and any("exceeds the budget" in w for w in v.warnings)
     (again, cached), = compress(ctx, ("onnx:fp32",), Workspace(tmp_path, tmp_path / "r.db"), max_accuracy_drop=0.5)
     assert cached and again.metrics["within_budget"] is True and not again.warnings
+
+
+@pytest.mark.parametrize("recipe", ["onnx:int8-static?calibration=percentile&percentile=nan",
+                                    "onnx:int8-mixed?budget=-inf", "onnx:int8-mixed?budget=2"])
+def test_numeric_options_must_be_finite_and_in_range(recipe):
+    from edgekit.errors import SpecError
+
+    with pytest.raises(SpecError, match="is outside"):
+        parse_recipe(recipe)

@@ -45,6 +45,7 @@ Defaults for every option come from the profile's `[techniques]` table (see `set
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from ..errors import SpecError
@@ -54,6 +55,9 @@ CALIBRATION = ("minmax", "entropy", "percentile")
 # activation x weight types of ONNX Runtime's int8 kernels; "-reduced" is 7-bit weights (reduce_range)
 TYPES = ("u8s8", "u8s8-reduced", "u8u8", "s8s8")
 COMMON = {"fold_bn": BOOL}
+# finite ranges of the numeric options: a percentile of the activations, an accuracy budget
+FLOAT_RANGES = {"percentile": (50.0, 100.0), "budget": (0.0, 1.0)}
+FLOAT_EXAMPLES = {"percentile": "99.999", "budget": "0.01"}
 STATIC = {"calibration": CALIBRATION, "per_channel": BOOL, "types": TYPES, "percentile": float}
 
 
@@ -129,9 +133,13 @@ RECIPES: dict[str, Recipe] = {
 def _check_value(base: str, key: str, value: str, allowed: object) -> str:
     if allowed is float:
         try:
-            float(value)
+            number = float(value)
         except ValueError:
             raise SpecError(f"recipe {base}: option {key}={value!r} is not a number. Fix: write {key}=0.01") from None
+        low, high = FLOAT_RANGES.get(key, (0.0, float("inf")))
+        if not (math.isfinite(number) and low <= number <= high):
+            raise SpecError(f"recipe {base}: option {key}={value!r} is outside {low:g}..{high:g}. "
+                            f"Fix: write e.g. {key}={FLOAT_EXAMPLES.get(key, '0.01')}")
         return value
     value = value.lower()
     if value not in allowed:  # type: ignore[operator]

@@ -41,7 +41,10 @@ def wrapper_target(workdir: Path, tmp_path: Path, name: str, script: str) -> str
     return name
 
 
-def test_check_fails_an_interrupted_deploys_choice(workdir, tmp_path):
+def test_check_fails_an_interrupted_deploys_choice(workdir, tmp_path, monkeypatch):
+    # The wrapper sees each agent command as its own exec: per-command mode (a session runs
+    # install inside the one agent process the wrapper started).
+    monkeypatch.setenv("EDGEKIT_AGENT_SESSION", "0")
     target = wrapper_target(workdir, tmp_path, "flaky", INTERRUPT_AT_INSTALL.format(python=sys.executable))
     proc = run_cli("deploy", "--target", target, "--profile", "fast")
     assert proc.returncode == 130, proc.stdout + proc.stderr

@@ -237,8 +237,9 @@ def test_a_graph_without_compute_ops_is_not_an_int8_variant(tmp_path):
 
 
 def test_int8_mixed_that_ends_all_float_is_dropped(models, tmp_path):
-    ctx = image_ctx(models["constant"], "constant")
-    recipe = "onnx:int8-mixed?budget=-1"  # no int8 layer can meet a negative budget
+    # no int8 layer can meet a negative budget (set on the context: a recipe or profile refuses one)
+    ctx = image_ctx(models["constant"], "constant").replace(max_accuracy_drop=-1.0)
+    recipe = "onnx:int8-mixed"
     v = build(ctx, (recipe,), tmp_path)[recipe]
     assert v.status == "failed" and v.error.startswith("nothing was quantized: even with all 3 compute layers float")
     assert "Fix: use onnx:fp32" in v.error and not list(tmp_path.glob("cache/.build-*"))

@@ -468,7 +468,7 @@ def check_bench_inputs(doc: dict[str, Any], feeds: dict[str, np.ndarray] | None,
         return
     used = {i.get("name"): i.get("shape") for i in doc.get("inputs") or [] if isinstance(i, dict)}
     sent = {k: list(np.asarray(v).shape) for k, v in feeds.items()}
-    if sorted(used.values(), key=str) != sorted(sent.values(), key=str):
+    if used != sent:  # by name: the agent reports the file's own array names
         raise DeviceError(f"target {target}: the device benchmarked inputs {used}, not the {sent} it was sent. "
                           f"Fix: update edgekit on the host and run again (the agent is pushed afresh)",
                           kind="bad_output")

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchlib import OtherLoad, command_line, host_description, write_section  # noqa: E402
+from benchlib import OtherLoad, command_line, host_description, publish  # noqa: E402
 
 BASELINE = "onnx:fp32"
 RATIOS = (0.3, 0.5)
@@ -300,9 +300,7 @@ def main() -> int:
         summary, claim = comparison(rows, labelled)
         lines += ["", *table(rows, labelled), "", *summary, "", "Measured: " + "; ".join(claim) + "."]
     markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section("merge", markdown)
+    publish("merge", markdown, write=not args.no_write)
     return 0
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
-from benchlib import OtherLoad, command_line, host_description, write_section  # noqa: E402
+from benchlib import OtherLoad, command_line, host_description, publish  # noqa: E402
 
 PROFILE = """
 [build]
@@ -353,9 +353,7 @@ def main() -> int:
             f"(goal 0). Chosen per run: " + ", ".join(f"`{r['chosen']}`" for r in runs) + ".",
         ]
     markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section("truth", markdown)
+    publish("truth", markdown, write=not args.no_write)
     return 0
 
 

@@ -52,6 +52,13 @@ def section_rows(name: str, path: Path = BENCHMARKS) -> list[str]:
     return rows
 
 
+def publish(name: str, markdown: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless the run asked not to (`--no-write`), store it."""
+    print(markdown)
+    if write:
+        write_section(name, markdown)
+
+
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS) -> None:
     """Replace only this benchmark's section (appending it if new), so branches that each re-run
     one benchmark merge cleanly and no script can overwrite another's figures."""

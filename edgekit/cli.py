@@ -291,12 +291,6 @@ def _workspace(home: Path, db: Path | None):
     return Workspace(home=home, db_path=db or home / "results.db")
 
 
-def _check_store(workspace: Any) -> None:
-    from .results import check_store
-
-    check_store(workspace.db_path)
-
-
 def _emit_json(doc: Any) -> None:
     """Strict JSON on stdout: a non-finite number (a device's NaN output diff) is null, with a note."""
     clean, count = finite(doc)
@@ -361,33 +355,19 @@ def _reuse(reuse: bool, force: bool) -> bool:
     return reuse
 
 
-def _run_measure(pipeline: Any, command: str, ctx: Any, target: Any, prof: Any, device: Any, workspace: Any,
-                 reuse: bool, events: Any, variant: str | None = None) -> Any:
-    if command == "deploy":
-        return pipeline.deploy(ctx, target, prof, device, workspace, reuse, events, variant)
-    result, results = pipeline.measure(ctx, target, prof, device, workspace, "profile", reuse, events)
-    results.close()
-    return result
-
-
 def _measure_command(command: str, target_name: str, profile_name: str, spec_args: tuple, home: Path,
                      db: Path | None, reuse: bool, as_json: bool, wait_s: float = 0.0,
                      variant: str | None = None) -> None:
-    from . import pipeline
-    from .device import connect, holder_name
+    from .pipeline import run_target
     from .report.table import compress_table, selection_table
 
     target = load_target(target_name)
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
-    _check_store(workspace)  # a store that cannot keep the results fails now, not after compressing
-    # Connect first (writes nothing): an unreachable board or a refused key is reported in seconds,
-    # before the model work; the device is written to (agent, lock) only once the model loads.
-    with connect(target) as device:
-        ctx = pipeline.prepare(spec, workspace)
-        with device.locked(holder_name(command), wait_s), RichEvents(quiet=as_json) as events:
-            result = _run_measure(pipeline, command, ctx, target, prof, device, workspace, reuse, events, variant)
+    with RichEvents(quiet=as_json) as events:
+        result = run_target(target, prof, workspace, model=spec, install=command == "deploy", variant=variant,
+                            reuse=reuse, wait_s=wait_s, events=events)
     if as_json:
         _emit_json(result.to_dict())
         return
@@ -483,8 +463,6 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
     prof = load_profile(profile_name)
     spec = resolve_spec(*spec_args)
     workspace = _workspace(home, db)
-    _check_store(workspace)
-    ctx = pipeline.prepare(spec, workspace)
     progress = Progress(TextColumn("{task.description:<32}"), BarColumn(), _Count(),
                         TextColumn("{task.fields[item]}"), TimeElapsedColumn(), console=err,
                         disable=as_json or not err.is_terminal)
@@ -497,7 +475,7 @@ def _profile_fleet(names: list[str], profile_name: str, spec_args: tuple, home: 
     for t in targets:
         events_for(t.name)
     with progress:
-        outcome = pipeline.profile_fleet(ctx, targets, prof, workspace, reuse, wait_s, lines.__getitem__)
+        outcome = pipeline.profile_fleet(spec, targets, prof, workspace, reuse, wait_s, lines.__getitem__)
         for name, result in outcome.items():
             lines[name].done(not isinstance(result, EdgekitError))
     failed = {name: r for name, r in outcome.items() if isinstance(r, EdgekitError)}
@@ -543,29 +521,13 @@ def deploy(target_name, profile_name, spec_path, factory, checkpoint, model_path
 
 def _device_command(target_name: str, action: str, model: str | None, home: Path, db: Path | None,
                     wait_s: float = 0.0) -> dict:
-    from contextlib import nullcontext
-
-    from .device import connect, holder_name
-    from .pipeline import rollback
-    from .results import ResultsStore
+    from .pipeline import rollback_target, status
 
     _check_name(model, "--model")
     target = load_target(target_name)
-    workspace = _workspace(home, db)
-    if action == "rollback":  # the switch is recorded: a store that cannot take it stops us before it
-        _check_store(workspace)
-    with connect(target) as device, (device.locked(holder_name(action), wait_s) if action != "status"
-                                     else nullcontext()):
-        if action == "status":
-            return device.status(model)
-        if model is None:
-            deployed = list(device.status()["models"])
-            if len(deployed) != 1:
-                raise SpecError(f"--model is needed: {target.name} has {len(deployed)} deployed models "
-                                f"({', '.join(deployed) or 'none'}). Fix: add --model NAME")
-            model = deployed[0]
-        with ResultsStore(workspace.db_path) as results:
-            return rollback(device, results, model)
+    if action == "status":
+        return status(target, model)
+    return rollback_target(target, _workspace(home, db), model, wait_s)
 
 
 def _print_status(doc: dict, target: str) -> None:

@@ -173,12 +173,16 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
              techniques: TechniqueSettings | None = None) -> list[tuple[Variant, bool]]:
     """Build each recipe. The budget flags variants over it (and drives onnx:int8-mixed); a known
     target ISA picks the int8 defaults; `techniques` (the profile's [techniques] table) sets
-    technique-step defaults."""
-    if max_accuracy_drop is not None or isa is not None:
-        ctx = ctx.replace(max_accuracy_drop=ctx.max_accuracy_drop if max_accuracy_drop is None
-                          else max_accuracy_drop, isa=ctx.isa if isa is None else tuple(isa))
+    technique-step defaults. The caller's context is left as it was: these apply to this build only."""
+    changes: dict[str, Any] = {}
+    if max_accuracy_drop is not None:
+        changes["max_accuracy_drop"] = max_accuracy_drop
+    if isa is not None:
+        changes["isa"] = tuple(isa)
     if techniques is not None:
-        ctx.techniques = techniques
+        changes["techniques"] = techniques
+    if changes:
+        ctx = ctx.replace(**changes)
     store = workspace.artifacts
     events.stage("compress", len(recipes))
     built = []
@@ -193,6 +197,15 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
             events.note(f"{recipe}: warning: {warning}")
         built.append((variant, cached))
     return built
+
+
+def compress_model(model: ModelSpec, prof: Profile, workspace: Workspace, recipes: tuple[str, ...] = (),
+                   events: Events = Events()) -> list[tuple[Variant, bool]]:
+    """`edgekit compress`: load and check the model, then build `recipes` (else the profile's) with
+    the profile's accuracy budget and technique defaults; no device is involved."""
+    ctx = prepare(model, workspace)
+    return compress(ctx, tuple(recipes) or prof.recipes, workspace, events,
+                    prof.select.constraints.get("max_accuracy_drop"), techniques=prof.techniques)
 
 
 def _unless_duplicate(variant: Variant, first_with: dict[str, str]) -> Variant:
@@ -483,6 +496,7 @@ def _record_run(ctx: BuildContext, target: Target, prof: Profile, device: Device
         m = measured.get(v.id)
         results.link_variant(run_id, target.name, v.id, m.store_id if m else None)
     selection = select(variants, measured, prof.select)
+    results.save_decisions(run_id, target.name, selection.decisions())  # as decided now, for every later report
     return RunResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built}, selection, probe)
 
 
@@ -741,6 +755,18 @@ class TargetCheck:
     warnings: list[str]
     int8_types: str
     int8_reason: str
+
+
+def target_definition(target: Target) -> dict[str, Any]:
+    """A target's fields, and for SSH where ~/.ssh/config resolves its host to."""
+    doc: dict[str, Any] = {**target.__dict__, "runtimes": list(target.runtimes)}
+    if target.transport == "ssh":
+        from .transport.ssh import resolve
+
+        ep = resolve(target.host, target.user, target.port)
+        doc["resolved"] = {"hostname": ep.hostname, "port": ep.port, "user": ep.user,
+                           "identity_files": ep.identity_files, "proxy_jump": ep.proxy_jump}
+    return doc
 
 
 def check_target(target: Target) -> TargetCheck:

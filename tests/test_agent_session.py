@@ -202,7 +202,7 @@ def test_the_host_refuses_a_session_answer_that_is_not_its_own(tmp_path, change,
 
 
 def test_uploads_print_bytes_rate_and_time_left_when_stderr_is_not_a_terminal(tmp_path, capsys):
-    from edgekit.cli import RichEvents
+    from edgekit.report.progress import RichEvents
     from edgekit.transport.local import LocalTransport
 
     model = tmp_path / "model.onnx"
@@ -223,7 +223,8 @@ def test_uploads_print_bytes_rate_and_time_left_when_stderr_is_not_a_terminal(tm
 def test_a_fleet_line_per_device_reports_its_uploads(capsys):
     from rich.progress import Progress
 
-    from edgekit.cli import FleetEvents, RichEvents, err
+    from edgekit.report.output import err
+    from edgekit.report.progress import FleetEvents, RichEvents
 
     events = FleetEvents(Progress(console=err, disable=True), "pi", quiet=False)
     old, RichEvents.PROGRESS_EVERY_S = RichEvents.PROGRESS_EVERY_S, 0.0

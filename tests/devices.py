@@ -356,6 +356,18 @@ Subsystem sftp internal-sftp
         except psutil.NoSuchProcess:
             return []
 
+    def live_commands(self) -> list[str]:
+        """Command lines of this device's processes that still run. An exited child its parent
+        has not reaped yet (a zombie) has no command line and is not running: it is left out."""
+        out = []
+        for proc in self.processes():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(" ".join(proc.cmdline()))
+            except psutil.Error:  # it ended between the listing and the read
+                continue
+        return out
+
     # ------------------------------------------------------------------ host side
 
     @property

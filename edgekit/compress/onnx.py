@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import CompressError
+from ..errors import CompressError, one_line
 from ..model import batches, example_inputs
 from .context import BuildContext
 from .isa import int8_types
@@ -29,10 +29,6 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # what onnxruntime's QDQ path cannot reach: quantize_model walks graph.node only, and so does the calibrator
 STATIC_QUANTIZER = "onnxruntime's static QDQ quantizer (and its calibrator)"
 STATIC_FIX = "onnx:int8-static?per_channel=false, onnx:int8-mixed or onnx:int8-dynamic"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:300]
 
 
 @contextlib.contextmanager
@@ -79,7 +75,7 @@ def export_torch(model, ctx: BuildContext, out: Path) -> None:
             torch.onnx.export(model, args, str(out), input_names=[i.name for i in ctx.spec.inputs],
                               output_names=["output"], opset_version=OPSET, verbose=False, **kwargs)
     except Exception as exc:
-        raise CompressError(f"torch.onnx.export failed: {_one_line(exc)}") from None
+        raise CompressError(f"torch.onnx.export failed: {one_line(exc)}") from None
 
 
 def export(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
@@ -117,7 +113,7 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
                                                      disable_shape_infer=False)
             onnx.save(model, str(out))
         except Exception as exc:
-            raise CompressError(f"onnxconverter-common float16 conversion failed: {_one_line(exc)}") from None
+            raise CompressError(f"onnxconverter-common float16 conversion failed: {one_line(exc)}") from None
         loads(out, "onnxconverter-common float16", "try onnx:fp16?keep_io_types=false, onnx:fp32 or onnx:int8-dynamic")
     options.update({"converter": "onnxconverter_common.float16", "keep_io_types": keep_io,
                     "io_dtype": "float32" if keep_io else "float16", "quantized": onnx_counts(out, "fp16")})
@@ -138,7 +134,7 @@ def loads(path: Path, what: str, fix: str) -> None:
     try:
         ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({_one_line(exc)[:200]}). "
+        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({one_line(exc)[:200]}). "
                             f"Fix: {fix}") from None
 
 
@@ -221,11 +217,11 @@ def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str
             except Exception as exc:
                 if not before["in_subgraphs"]:
                     raise
-                subgraph_error = _one_line(exc)[:160]
+                subgraph_error = one_line(exc)[:160]
                 run({})  # the main graph alone, then say what stayed float
         except Exception as exc:
             raise CompressError(f"onnxruntime quantize_dynamic failed after pre-processing "
-                                f"({_short(options['preprocessing'])}): {_one_line(exc)}. Fix: {fix}") from None
+                                f"({_short(options['preprocessing'])}): {one_line(exc)}. Fix: {fix}") from None
     options.update({"quantization": "dynamic", "types": types, "types_reason": reason, "per_channel": per_channel,
                     "activation_type": "QUInt8 (computed at run time)", "weight_type": weight.name,
                     "reduce_range": reduce_range})
@@ -306,7 +302,7 @@ def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
                             calibrate_method=CalibrationMethod[settings["calibration"]],
                             nodes_to_exclude=exclude or None, extra_options=extra)
     except Exception as exc:
-        raise CompressError(f"onnxruntime quantize_static failed{tried}: {_one_line(exc)}. "
+        raise CompressError(f"onnxruntime quantize_static failed{tried}: {one_line(exc)}. "
                             f"Fix: try {STATIC_FIX}") from None
     # the quantizer does not validate what it writes (opset-12 per-channel QDQ was rejected only at load)
     loads(out, f"onnxruntime quantize_static{tried}", f"try {STATIC_FIX}")

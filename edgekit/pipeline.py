@@ -172,12 +172,17 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
              techniques: TechniqueSettings | None = None) -> list[tuple[Variant, bool]]:
     """Build each recipe. The budget flags variants over it (and drives onnx:int8-mixed); a known
     target ISA picks the int8 defaults; `techniques` (the profile's [techniques] table) sets
-    technique-step defaults."""
-    if max_accuracy_drop is not None or isa is not None:
-        ctx = ctx.replace(max_accuracy_drop=ctx.max_accuracy_drop if max_accuracy_drop is None
-                          else max_accuracy_drop, isa=ctx.isa if isa is None else tuple(isa))
+    technique-step defaults. `ctx` is left as it was: a fleet run hands one context to every
+    target, each with its own ISA and budget."""
+    changes: dict[str, Any] = {}
+    if max_accuracy_drop is not None:
+        changes["max_accuracy_drop"] = max_accuracy_drop
+    if isa is not None:
+        changes["isa"] = tuple(isa)
     if techniques is not None:
-        ctx.techniques = techniques
+        changes["techniques"] = techniques
+    if changes:
+        ctx = ctx.replace(**changes)
     store = workspace.artifacts
     events.stage("compress", len(recipes))
     built = []

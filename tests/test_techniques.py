@@ -275,7 +275,7 @@ def test_augment_and_schedule_options_are_validated(ctx, tmp_path):
         parse_recipe("prune:0.5+kd:augment=blur+onnx:fp32")
     bad = tmp_path / "bad.toml"
     bad.write_text('[build]\nrecipes = ["onnx:fp32"]\n[techniques]\nschedule = "step"\n')
-    with pytest.raises(SpecError, match=r"\[techniques\] schedule: 'step' is not known"):
+    with pytest.raises(SpecError, match=r"\[techniques\] schedule: 'step': must be one of constant, cosine"):
         load_profile(str(bad))
     from edgekit.settings import InputSpec
 

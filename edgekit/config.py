@@ -451,10 +451,7 @@ def _technique_settings(table: _Table) -> TechniqueSettings:
             try:
                 values[key] = option.check(table.data[key])
             except ValueError as exc:
-                fix = option.fix_value if option.type in ("int", "float") else f'"{option.fix_value}"'
-                raise table.fail(key, f"{table.data[key]!r}: {exc}",
-                                 f"write {key} = {fix}" if option.type != "names" else f'write {key} = ["..."]') \
-                    from None
+                raise table.fail(key, f"{table.data[key]!r}: {exc}", f"write {key} = {option.toml_value}") from None
     return TechniqueSettings(**values)
 
 

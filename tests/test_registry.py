@@ -108,12 +108,21 @@ def test_names_and_cache_keys_are_unchanged(fixed_converters):
         assert json.loads(json.dumps(found[text])) == golden[text], text
 
 
-def test_the_golden_list_covers_every_shipped_profile():
+def test_the_golden_list_covers_every_shipped_profile_recipe_and_step():
+    """A new recipe or step is pinned before it ships: add it to USED or OPTIONS, then regenerate."""
+    from edgekit.compress.registry import RECIPES, TECHNIQUES
     from edgekit.config import load_profile
 
     for name in ("balanced", "latency", "all-formats"):
         for recipe in load_profile(name).recipes:
             assert recipe in USED, f"{recipe} (profiles/{name}.toml) is not pinned in the golden file"
+    pinned = [parse_recipe(text) for text in USED + OPTIONS]
+    assert set(RECIPES) == {r.base for r in pinned}
+    assert set(TECHNIQUES) == {s.name for r in pinned for s in r.techniques}
+    for base, recipe in RECIPES.items():
+        for option in recipe.options:
+            assert any(r.base == base and option.name in r.opts for r in pinned) or option.name == "fold_bn", \
+                f"{base}?{option.name}=... is not pinned"
 
 
 # --------------------------------------------------------------------------- the declarations
@@ -153,7 +162,8 @@ def test_option_parsing_and_checking():
 
     ratio = Option("ratio", "float", None, "", low=0.0, high=1.0, open_low=True, open_high=True)
     assert ratio.parse(" .5 ") == 0.5 and ratio.values == "between 0 and 1 (exclusive)"
-    for bad, words in (("0", "between 0 and 1"), ("1", "between 0 and 1"), ("nan", "between"), ("half", "not a number")):
+    for bad, words in (("0", "between 0 and 1"), ("1", "between 0 and 1"), ("nan", "between"),
+                       ("half", "not a number")):
         with pytest.raises(ValueError, match=words):
             ratio.parse(bad)
     count = Option("epochs", "int", 2, "", low=0)
@@ -180,7 +190,8 @@ def test_option_parsing_and_checking():
     ("onnx:int8-mixed?budget=", r"'budget=' is not key=value"),
     ("onnx:fp16?fold_bn=true&keep_io_types=no", "keep_io_types='no' must be true or false"),
     ("prune:0.5,lr=inf+onnx:fp32", r"prune lr='inf': must be a number > 0\. Fix: write e\.g\. prune:0\.5,lr=0\.001$"),
-    ("cluster:1+onnx:fp32", r"cluster clusters='1': must be a whole number in 2\.\.65536\. Fix: write e\.g\. cluster:16$"),
+    ("cluster:1+onnx:fp32", r"cluster clusters='1': must be a whole number in 2\.\.65536\. "
+                            r"Fix: write e\.g\. cluster:16$"),
     ("cluster:16.5+onnx:fp32", "is not a whole number"),
     ("kd:alpha=2+onnx:fp32", r"kd alpha='2': must be a number in 0\.\.1\. Fix: write e\.g\. kd:alpha=0\.9$"),
     ("kd:temperature=4+kd+prune:0.5+onnx:fp32", "kd appears twice. Fix: keep one kd step"),

@@ -104,6 +104,15 @@ class Option:
             return self.text(self.default)
         return self.choices[0] if self.choices else "..."
 
+    @property
+    def toml_value(self) -> str:
+        """A valid value as a profile's TOML writes it."""
+        if self.type == "names":
+            return '["..."]'
+        if self.type == "bool":
+            return self.fix_value
+        return self.fix_value if self.type in ("int", "float") else f'"{self.fix_value}"'
+
     def to_dict(self) -> dict[str, Any]:
         default = list(self.default) if isinstance(self.default, tuple) else self.default
         return {"name": self.name, "type": self.type, "default": default, "default_from": self.default_from or None,

@@ -171,7 +171,7 @@ PROFILE_OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("alpha", "float", _D.alpha, "kd loss: alpha x the teacher's soft targets + (1 - alpha) x the labels",
            low=0.0, high=1.0),
     Option("student", "entry", _D.student, "module:function building an untrained student for kd",
-           default_from="the model the earlier steps made"),
+           default_from="the model the earlier steps made", example="package.module:function"),
     Option("augment", "choice", _D.augment, "image inputs, transformed afresh each time used (in kd the teacher "
            "labels the transformed image): shift moves by up to ~7 % of the side; affine also rotates up to 10 "
            "degrees and scales 0.9..1.1", choices=AUGMENTS),
@@ -238,7 +238,8 @@ TECHNIQUES: dict[str, Technique] = {t.name: t for t in (
               reads=(*ALWAYS_READ, "ignore"), place=("fine_tune",)),
     Technique("merge", "neuron merging: removes channels like prune but first folds each into its most similar "
               "kept one, so accuracy holds without data or training; plain pruning (the report says so) "
-              "where that cannot be exact or bounded", "neuron_merge:apply", replace(RATIO, help="share of the channels merged away"),
+              "where that cannot be exact or bounded", "neuron_merge:apply",
+              replace(RATIO, help="share of the channels merged away"),
               (Option("criterion", "choice", "cosine", "cosine: the channels merging reproduces best go first; "
                       "l2: the channels prune removes", choices=MERGE_CRITERIA), *TRAIN),
               reads=(*ALWAYS_READ, "ignore"), own_defaults=(("epochs", 0),), place=("fine_tune",)),

@@ -560,7 +560,9 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
     result, results = measure(ctx, target, prof, device, workspace, "deploy", reuse, events)
     with results:
         if variant_recipe:
-            choose_named(result.selection, variant_recipe, target.name)
+            from .compress.registry import canonical_name
+
+            choose_named(result.selection, variant_recipe, target.name, canonical_name(variant_recipe))
         chosen = result.selection.chosen
         if chosen is None and result.selection.emulated:
             eligible = [r.variant.recipe for r in result.selection.rows if r.status == "eligible"]

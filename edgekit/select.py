@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import EdgekitError, SelectionError, UsageError
+from .errors import SelectionError, UsageError
 from .records import Measurement, Variant
 from .settings import FIDELITY, SelectSettings
 
@@ -241,15 +241,13 @@ def select(variants: list[Variant], measurements: dict[str, Measurement], settin
     return Selection(objective, rows)
 
 
-def choose_named(selection: Selection, recipe: str, target: str) -> None:
-    """Make the variant the user named the chosen one, if nothing the device showed rules it out."""
-    from .compress.registry import parse_recipe  # light: no torch
+def choose_named(selection: Selection, recipe: str, target: str, canonical: str | None = None) -> None:
+    """Make the variant the user named the chosen one, if nothing the device showed rules it out.
 
-    try:
-        canonical = parse_recipe(recipe).name
-    except EdgekitError:
-        canonical = recipe
-    row = next((r for r in selection.rows if r.variant.recipe in (recipe, canonical) or r.variant.id == recipe), None)
+    `recipe` is as the user wrote it (a recipe or a variant id); `canonical` its canonical spelling,
+    which the caller works out (`registry.canonical_name`): selection knows nothing of recipes."""
+    row = next((r for r in selection.rows
+                if r.variant.recipe in (recipe, canonical or recipe) or r.variant.id == recipe), None)
     if row is None:
         known = ", ".join(r.variant.recipe for r in selection.rows)
         raise UsageError(f"--variant {recipe} is not one of the profile's variants ({known}). "

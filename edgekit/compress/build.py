@@ -43,7 +43,7 @@ def converter_versions(fmt: str = "onnx") -> dict[str, str]:
 
 def context_defaults(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
     """Settings a recipe takes from the context when its name does not fix them (they key the cache)."""
-    names = dict(recipe.options)
+    names = {o.name for o in recipe.options}
     out: dict[str, Any] = {}
     if "types" in names and "types" not in recipe.opts and recipe.format == "onnx" and recipe.uses_calibration:
         out["types"] = int8_types(ctx.isa)[0]

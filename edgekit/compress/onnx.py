@@ -104,7 +104,7 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
     import onnx
     from onnxconverter_common import float16
 
-    keep_io = recipe.flag("keep_io_types", True)
+    keep_io = recipe.value("keep_io_types")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         options = export(ctx, recipe, fp32)
@@ -197,9 +197,9 @@ def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str
     weights are local to them (onnxprep.localize_subgraph_weights)."""
     from onnxruntime.quantization import quantize_dynamic
 
-    types, reason = recipe.opts.get("types", "u8s8"), "set in the recipe" if "types" in recipe.opts else "default"
+    types, reason = recipe.value("types"), "set in the recipe" if "types" in recipe.opts else "default"
     _, weight, reduce_range = _quant_types(types)
-    per_channel = recipe.flag("per_channel", False)
+    per_channel = recipe.value("per_channel")
     fix = "onnx:int8-static (calibrated) or keep onnx:fp32"
     with tempfile.TemporaryDirectory() as tmp:
         pre, options = prepared(ctx, recipe, Path(tmp), per_channel, subgraph_weights=True, fix=fix)
@@ -260,13 +260,13 @@ def static_settings(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
         raise CompressError("needs calibration data: set [data] calibration in the model spec")
     types, reason = _types(recipe, ctx)
     act, weight, reduce_range = _quant_types(types)
-    calibration = recipe.opts.get("calibration", "minmax")
-    settings = {"quant_format": "QDQ", "per_channel": recipe.flag("per_channel", True),
+    calibration = recipe.value("calibration")
+    settings = {"quant_format": "QDQ", "per_channel": recipe.value("per_channel"),
                 "calibration": {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[calibration],
                 "types": types, "types_reason": reason, "activation_type": act.name, "weight_type": weight.name,
                 "reduce_range": reduce_range, "calibration_samples": len(ctx.calibration)}
     if calibration == "percentile":
-        settings["percentile"] = float(recipe.opts.get("percentile", 99.999))
+        settings["percentile"] = recipe.value("percentile")
     return settings
 
 

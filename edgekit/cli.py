@@ -262,29 +262,21 @@ def targets_trust(name, yes) -> None:
 
 
 @main.command()
-def recipes() -> None:
-    """The recipes a profile can list."""
-    from rich.table import Table
+@click.option("--json", "fmt_", flag_value="json", help="The catalog as a JSON document.")
+@click.option("--markdown", "fmt_", flag_value="markdown", help="The README's recipe and technique tables.")
+def recipes(fmt_: str | None) -> None:
+    """The recipes and technique steps a profile can list, with every option."""
+    from .compress import catalog
 
-    from .compress.registry import RECIPES
+    if fmt_ == "json":
+        emit_json(catalog.catalog())
+    elif fmt_ == "markdown":
+        sys.stdout.write(catalog.markdown())
+    else:
+        from .report.table import recipes_tables
 
-    table = Table(title="Recipes", title_justify="left")
-    for col in ("recipe", "format", "precision", "runtime", "what"):
-        table.add_column(col)
-    for r in RECIPES.values():
-        table.add_row(r.name, r.format, r.precision, r.runtime, r.summary)
-    out.print(table)
-    # technique steps go in front of any recipe above
-    from rich.markup import escape
-
-    from .compress.techniques import SUMMARIES
-
-    steps = Table(title="Technique steps: STEP+...+RECIPE, e.g. prune:0.5+kd+onnx:int8-static", title_justify="left")
-    for col in ("step", "what"):
-        steps.add_column(col)
-    for example, what in SUMMARIES.items():
-        steps.add_row(escape(example), escape(what))
-    out.print(steps)
+        for table in recipes_tables(catalog.catalog()):
+            out.print(table)
 
 
 # --------------------------------------------------------------------------- reports

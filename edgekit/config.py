@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .agent.power import NAMES as POWER_NAMES
-from .compress.registry import parse_recipe  # light: no converter imports
+from .compress.registry import PROFILE_OPTIONS, parse_recipe  # light: no converter imports
 from .errors import SpecError
 from .graph import describe_onnx
-from .settings import (AUGMENTS, CONSTRAINTS, DTYPES, IMPORTANCES, OBJECTIVES, SCHEDULES, TASKS, TRANSPORTS,
+from .settings import (CONSTRAINTS, DTYPES, OBJECTIVES, TASKS, TRANSPORTS,
                        BenchSettings, InputSpec, ModelSpec, Profile, SelectSettings, Target, TechniqueSettings)
 
 MAX_ROUNDS = 100
@@ -530,43 +530,15 @@ def load_profile(name: str) -> Profile:
 
 
 def _technique_settings(table: _Table) -> TechniqueSettings:
-    """The profile's `[techniques]` table, every key checked."""
-    table.unknown_keys({f.name for f in dataclasses.fields(TechniqueSettings)})
-    d = TechniqueSettings()
-    importance = table.text("importance", default=d.importance)
-    if importance not in IMPORTANCES:
-        raise table.fail("importance", f"{importance!r} is not known", f"use one of {', '.join(IMPORTANCES)}")
-    lr = table.number("lr", d.lr)
-    if lr <= 0:
-        raise table.fail("lr", f"expected a learning rate > 0, got {lr!r}", f"write lr = {d.lr}")
-    temperature = table.number("temperature", d.temperature)
-    if temperature <= 0:
-        raise table.fail("temperature", f"expected > 0, got {temperature!r}", f"write temperature = {d.temperature}")
-    alpha = table.number("alpha", d.alpha)
-    if alpha > 1:
-        raise table.fail("alpha", f"expected 0..1, got {alpha!r}", f"write alpha = {d.alpha}")
-    augment = table.text("augment", default=d.augment)
-    if augment not in AUGMENTS:
-        raise table.fail("augment", f"{augment!r} is not known", f"use one of {', '.join(AUGMENTS)}")
-    schedule = table.text("schedule", default=d.schedule)
-    if schedule not in SCHEDULES:
-        raise table.fail("schedule", f"{schedule!r} is not known", f"use one of {', '.join(SCHEDULES)}")
-    student = table.text("student")
-    if student is not None and ":" not in student:
-        raise table.fail("student", f"{student!r} is not module:function", 'write student = "package.module:function"')
-    return TechniqueSettings(
-        epochs=table.number("epochs", d.epochs, integer=True),
-        lr=lr,
-        batch_size=table.number("batch_size", d.batch_size, minimum=1, integer=True),
-        seed=table.number("seed", d.seed, integer=True),
-        importance=importance,
-        iterations=table.number("iterations", d.iterations, minimum=1, integer=True),
-        ignore=table.str_list("ignore"),
-        temperature=temperature,
-        alpha=alpha,
-        student=student,
-        augment=augment,
-        schedule=schedule,
-    )
+    """The profile's `[techniques]` table, every key checked against its declaration."""
+    table.unknown_keys(set(PROFILE_OPTIONS))
+    values = {}
+    for key, option in PROFILE_OPTIONS.items():
+        if key in table.data:
+            try:
+                values[key] = option.check(table.data[key])
+            except ValueError as exc:
+                raise table.fail(key, f"{table.data[key]!r}: {exc}", f"write {key} = {option.toml_value}") from None
+    return TechniqueSettings(**values)
 
 

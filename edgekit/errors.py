@@ -6,6 +6,8 @@ it as-is without a traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class EdgekitError(Exception):
     """Base of every error edgekit reports to a user."""
@@ -56,3 +58,16 @@ class SelectionError(EdgekitError):
     """No variant satisfies the profile's constraints."""
 
     exit_code = 4
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(exc: BaseException, limit: int = 300, with_type: bool = False) -> str:
+    """A third-party exception as one short line a user can read after ours: converters and
+    runtimes raise multi-line, colour-coded messages that would otherwise break the CLI's
+    one-line contract. The agent keeps its own copy: it may not import host code."""
+    text = " ".join(_ANSI.sub("", str(exc)).split())
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{type(exc).__name__}: {text}" if with_type else text

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 from .settings import InputSpec, ModelSpec
 
 
@@ -86,17 +86,12 @@ def import_entry(ref: str, what: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module raised while importing
-        raise ModelError(f"{what} {ref!r}: cannot import {module_name} ({type(exc).__name__}: {_one_line(exc)}). "
+        raise ModelError(f"{what} {ref!r}: cannot import {module_name} ({type(exc).__name__}: {one_line(exc)}). "
                          f"Fix: install the package or run from the folder that holds it") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelError(f"{what} {ref!r}: {module_name} has no callable {attr}. Fix: name a function defined there")
     return fn
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def load_torch_model(spec: ModelSpec):
@@ -111,7 +106,7 @@ def load_torch_model(spec: ModelSpec):
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"factory {spec.factory!r} raised {type(exc).__name__}: {_one_line(exc)}. "
+            raise ModelError(f"factory {spec.factory!r} raised {type(exc).__name__}: {one_line(exc)}. "
                              f"Fix: make it return a torch.nn.Module") from None
         if spec.checkpoint is not None:
             try:
@@ -121,7 +116,7 @@ def load_torch_model(spec: ModelSpec):
                 model.load_state_dict(state)
             except Exception as exc:
                 raise ModelError(f"checkpoint {spec.checkpoint}: cannot be loaded into the factory's model "
-                                 f"({_one_line(exc)}). Fix: use a state_dict saved from the same architecture") from None
+                                 f"({one_line(exc)}). Fix: use a state_dict saved from the same architecture") from None
     else:
         assert spec.path is not None
         model = _load_model_file(spec)
@@ -141,7 +136,7 @@ def _load_model_file(spec: ModelSpec):
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        jit_error = _one_line(exc)
+        jit_error = one_line(exc)
     try:
         held = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
     except Exception:
@@ -156,7 +151,7 @@ def _load_model_file(spec: ModelSpec):
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:
-            raise ModelError(f"model path {path}: cannot be unpickled as a torch module ({_one_line(exc)}). "
+            raise ModelError(f"model path {path}: cannot be unpickled as a torch module ({one_line(exc)}). "
                              f"Fix: save it with torch.save(model) or torch.jit.save") from None
     raise ModelError(f"model path {path}: holds {type(held).__name__} (weights), not a module. Fix: give the "
                      f"architecture as factory = \"module:function\" and this file as checkpoint")
@@ -242,7 +237,7 @@ def check_model_accepts_inputs(model, spec: ModelSpec) -> None:
     try:
         torch_forward(model, example_inputs(spec), spec)
     except Exception as exc:
-        raise ModelError(f"model {spec.name} rejects the declared input {shapes} ({_one_line(exc)}). "
+        raise ModelError(f"model {spec.name} rejects the declared input {shapes} ({one_line(exc)}). "
                          f"Fix: set [model] inputs to the shape the model expects") from None
 
 
@@ -256,7 +251,7 @@ def load_data(ref: str | None, spec: ModelSpec, what: str) -> Dataset | None:
             if isinstance(raw, np.lib.npyio.NpzFile):
                 raw = {k: raw[k] for k in raw.files}
         except (ValueError, OSError, EOFError) as exc:
-            raise ModelError(f"[data] {what} {ref}: not a plain numeric .npz/.npy ({_one_line(exc)}). "
+            raise ModelError(f"[data] {what} {ref}: not a plain numeric .npz/.npy ({one_line(exc)}). "
                              f"Fix: save it with np.savez(path, name=array) from numeric arrays") from None
     else:
         try:
@@ -264,7 +259,7 @@ def load_data(ref: str | None, spec: ModelSpec, what: str) -> Dataset | None:
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"[data] {what} {ref!r} raised {type(exc).__name__}: {_one_line(exc)}. "
+            raise ModelError(f"[data] {what} {ref!r} raised {type(exc).__name__}: {one_line(exc)}. "
                              f"Fix: make it return arrays or (inputs, labels)") from None
     return _to_dataset(raw, spec, f"[data] {what} ({ref})")
 

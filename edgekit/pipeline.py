@@ -173,7 +173,8 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
              techniques: TechniqueSettings | None = None) -> list[tuple[Variant, bool]]:
     """Build each recipe. The budget flags variants over it (and drives onnx:int8-mixed); a known
     target ISA picks the int8 defaults; `techniques` (the profile's [techniques] table) sets
-    technique-step defaults. The caller's context is left as it was: these apply to this build only."""
+    technique-step defaults. `ctx` is left as it was: a fleet run hands one context to every
+    target, each with its own ISA and budget."""
     changes: dict[str, Any] = {}
     if max_accuracy_drop is not None:
         changes["max_accuracy_drop"] = max_accuracy_drop
@@ -469,7 +470,6 @@ def _measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, w
         with build_lock or contextlib.nullcontext():
             built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
                              tuple(isa) if isinstance(isa, list) else None, prof.techniques)
-    variants = [v for v, _ in built]
     results = ResultsStore(workspace.db_path)
     try:
         return _record_run(ctx, target, prof, device, command, reuse, events, built, probe, results), results
@@ -593,7 +593,10 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
     result, results = _measure(ctx, target, prof, device, workspace, "deploy", reuse, events, None, None)
     with results:
         if variant_recipe:
-            choose_named(result.selection, variant_recipe, target.name)
+            from .compress.registry import canonical_name
+
+            choose_named(result.selection, variant_recipe, target.name, canonical_name(variant_recipe))
+            results.save_decisions(result.run_id, target.name, result.selection.decisions())  # the user's choice
         chosen = result.selection.chosen
         if chosen is None and result.selection.emulated:
             eligible = [r.variant.recipe for r in result.selection.rows if r.status == "eligible"]

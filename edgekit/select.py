@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import EdgekitError, SelectionError, UsageError
+from .errors import SelectionError, UsageError
 from .records import Decision, Measurement, Variant
 from .settings import FIDELITY, SelectSettings
 
@@ -277,15 +277,13 @@ def recorded(objective: str, decisions: list[Decision], variants: dict[str, Vari
     return Selection(objective, rows)
 
 
-def choose_named(selection: Selection, recipe: str, target: str) -> None:
-    """Make the variant the user named the chosen one, if nothing the device showed rules it out."""
-    from .compress.registry import parse_recipe  # light: no torch
+def choose_named(selection: Selection, recipe: str, target: str, canonical: str | None = None) -> None:
+    """Make the variant the user named the chosen one, if nothing the device showed rules it out.
 
-    try:
-        canonical = parse_recipe(recipe).name
-    except EdgekitError:
-        canonical = recipe
-    row = next((r for r in selection.rows if r.variant.recipe in (recipe, canonical) or r.variant.id == recipe), None)
+    `recipe` is as the user wrote it (a recipe or a variant id); `canonical` its canonical spelling,
+    which the caller works out (`registry.canonical_name`): selection knows nothing of recipes."""
+    row = next((r for r in selection.rows
+                if r.variant.recipe in (recipe, canonical or recipe) or r.variant.id == recipe), None)
     if row is None:
         known = ", ".join(r.variant.recipe for r in selection.rows)
         raise UsageError(f"--variant {recipe} is not one of the profile's variants ({known}). "

@@ -6,7 +6,7 @@ downloaded), aarch64 wheels of numpy, onnxruntime and ai-edge-litert installed i
 /usr/local, a Raspberry Pi 4's /proc/cpuinfo and device-tree model copied from a real capture,
 and `bin/python3`: a wrapper that runs the root's python under qemu-aarch64-static. No binfmt
 registration and no chroot are needed; qemu's `-L` makes the root's files shadow the host's
-(facts: ../shared/TESTBED.md, "An ARM device under emulation").
+(how the test devices are built: ARCHITECTURE.md, "Tests").
 
 The build is keyed by everything that goes into it, lives under /var/cache/edgekit-testbed (a
 path the device's own user can traverse; override with EDGEKIT_TESTBED), appears atomically

@@ -1,7 +1,7 @@
 """Real SSH test devices: one OpenSSH `sshd` per device, each a persona with its own user, Python,
 sensors, cores and home, all on loopback addresses.
 
-How a device is built (facts in ../shared/TESTBED.md):
+How a device is built (facts in ARCHITECTURE.md, "Tests"):
 - `sshd -D -e -f ABS_CONFIG` runs in the foreground under our control, on its own 127.x.y.z
   address, with a fresh host key and a fresh client key per device.
 - It runs in a private mount namespace (`unshare -m`): there `/root` is replaced by a tmpfs that
@@ -33,7 +33,6 @@ from typing import Callable
 import psutil
 
 SSHD = "/usr/sbin/sshd"
-FIXTURES = Path("/work/shared/fixtures/devices")
 HOST_VENV_SITE = Path(sysconfig.get_paths()["purelib"])
 
 
@@ -47,7 +46,7 @@ def pyenv_python(version: str) -> str | None:
 
 
 # Source: a real `head -n1 /etc/nv_tegra_release` on an Orin Nano dev kit, JetPack 6 (L4T 36.4.7),
-# quoted in a public report (library find_string id 71614156084).
+# quoted in a public report (repository not identified).
 NV_TEGRA_RELEASE_JP6 = ("# R36 (release), REVISION: 4.7, GCID: 42132812, BOARD: generic, EABI: aarch64, "
                         "DATE: Thu Sep 18 22:54:44 UTC 2025\n# KERNEL_VARIANT: oot\n")
 
@@ -355,6 +354,18 @@ Subsystem sftp internal-sftp
             return psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+
+    def live_commands(self) -> list[str]:
+        """Command lines of this device's processes that still run. An exited child its parent
+        has not reaped yet (a zombie) has no command line and is not running: it is left out."""
+        out = []
+        for proc in self.processes():
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(" ".join(proc.cmdline()))
+            except psutil.Error:  # it ended between the listing and the read
+                continue
+        return out
 
     # ------------------------------------------------------------------ host side
 

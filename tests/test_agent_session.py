@@ -69,7 +69,7 @@ def test_a_warm_deploy_over_ssh_is_one_exec_and_sends_no_file(ssh_devices, workd
     inputs = sorted(p.name for p in jetson.device_path(".edgekit/inputs").iterdir())
     assert inputs and all(len(name) == 36 and name.endswith(".npz") for name in inputs)
     # The bench children and the session itself are gone with the run.
-    assert not [p for p in jetson.processes() if "edgekit-agent" in " ".join(p.cmdline())]
+    assert not [cmd for cmd in jetson.live_commands() if "edgekit-agent" in cmd]
 
 
 def test_per_command_mode_still_deploys_with_an_exec_per_command(workdir, built):

@@ -72,3 +72,16 @@ def test_a_failing_recipe_is_recorded_and_the_batch_goes_on(built, tmp_path):
     assert failed.status == "failed" and "calibration" in failed.error
     assert ok.status == "ok"
     assert not list(tmp_path.glob("cache/.build-*")), "a failed build leaves no staging folder"
+
+
+def test_compress_leaves_the_context_it_was_handed_as_it_was(built, tmp_path):
+    # A fleet run hands one context to every target: one target's settings must not reach the next.
+    from edgekit.settings import TechniqueSettings
+
+    ctx, _ = built
+    before = (ctx.techniques, ctx.isa, ctx.max_accuracy_drop)
+    other = TechniqueSettings(**{**ctx.techniques.__dict__, "seed": ctx.techniques.seed + 1})
+    workspace = Workspace(tmp_path, tmp_path / "r.db")
+    compress(ctx, ("onnx:fp32",), workspace, techniques=other)
+    compress(ctx, ("onnx:fp32",), workspace, techniques=other, isa=("avx2",), max_accuracy_drop=0.5)
+    assert (ctx.techniques, ctx.isa, ctx.max_accuracy_drop) == before

@@ -127,26 +127,3 @@ def test_a_report_shows_the_recorded_decision_not_what_select_says_now(tmp_path,
         past = target_report(store, 3, "local")
         assert past.chosen.variant.id == other and past.chosen.reason == "recorded then"
 
-
-def test_compress_leaves_the_callers_context_as_it_was(tmp_path):
-    """A fleet hands one prepared context to every device's build: one device's ISA or budget must
-    not become the next one's."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from edgekit.pipeline import Workspace, compress, prepare
-    from edgekit.settings import InputSpec, ModelSpec, TechniqueSettings
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
-    path = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    spec = ModelSpec(name="relu", inputs=(InputSpec("x", (1, 4), "float32"),), path=path)
-    workspace = Workspace(tmp_path / "home", tmp_path / "home" / "results.db")
-    ctx = prepare(spec, workspace)
-    before = (ctx.isa, ctx.max_accuracy_drop, ctx.techniques)
-    for extra in ({}, {"max_accuracy_drop": 0.02, "isa": ("avx2",)}):  # the profile's techniques alone, too
-        built = compress(ctx, ("onnx:fp32",), workspace, techniques=TechniqueSettings(epochs=1), **extra)
-        assert built[0][0].status == "ok", built[0][0].error
-        assert (ctx.isa, ctx.max_accuracy_drop, ctx.techniques) == before

@@ -275,7 +275,7 @@ def test_entropy_equal_to_minmax_is_one_variant(models, tmp_path):
         minmax, entropy = build(ctx, recipes, tmp_path).values()
         assert minmax.status == "ok", (attempt, minmax.error)
         assert entropy.sha256 == minmax.sha256, ("onnxruntime's Entropy calibration now differs from MinMax: "
-                                                 "update /work/shared/TOOLCHAIN.md and this test")
+                                                 "update the entropy row of README's recipe notes and this test")
         assert entropy.status == "failed" and entropy.error.startswith(
             "identical to onnx:int8-static (same sha256") and entropy.error.endswith("drop one of them"), attempt
 

@@ -115,6 +115,25 @@ def test_a_named_variant_replaces_the_choice_unless_the_device_ruled_it_out():
     assert [r.status for r in sel.rows].count("chosen") == 1
 
 
+def test_a_named_variant_matches_by_the_canonical_name_the_caller_gives():
+    """Selection knows nothing of recipe spelling: the caller passes the canonical name (registry.canonical_name)."""
+    import pytest
+
+    from edgekit.compress.registry import canonical_name
+    from edgekit.errors import UsageError
+    from edgekit.select import choose_named
+
+    vs = [variant("onnx:fp32"), variant("onnx:int8-static?calibration=entropy&types=u8u8")]
+    ms = {v.id: measured(v.id, p) for v, p in zip(vs, (1.0, 2.0))}
+    typed = "onnx:int8-static?types=U8U8&calibration=entropy"
+    with pytest.raises(UsageError, match=r"--variant onnx:int8-static\?types=U8U8"):
+        choose_named(select(vs, ms, SelectSettings("p90_ms", {})), typed, "pi")
+    sel = select(vs, ms, SelectSettings("p90_ms", {}))
+    choose_named(sel, typed, "pi", canonical_name(typed))
+    assert sel.chosen.variant.recipe == "onnx:int8-static?calibration=entropy&types=u8u8"
+    assert canonical_name("onnx-fp32-1a2b3c4d") == "onnx-fp32-1a2b3c4d", "a variant id is left as it is"
+
+
 def paired(m: Measurement, ratio: float, ci: tuple[float, float], baseline: str = "onnx:fp32",
            objective: str = "p90_ms") -> Measurement:
     """Per-round ratios against the baseline, as `rounds.paired_ratios` stores them."""

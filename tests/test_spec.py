@@ -84,6 +84,9 @@ def test_project_files_override_builtins(workdir):
     assert available("profiles")["fast"].parent == workdir / "profiles"
 
 
+TECHNIQUES = '[build]\nrecipes = ["onnx:fp32"]\n[techniques]\n'
+
+
 @pytest.mark.parametrize("text, fragment", [
     ('[build]\nrecipes = ["onnx:int3"]\n', "unknown recipe 'onnx:int3'"),
     ('[build]\nrecipes = []\n', "[build] recipes: missing or empty"),
@@ -93,6 +96,18 @@ def test_project_files_override_builtins(workdir):
     ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nrounds = 0\n', "[bench] rounds: expected an integer >= 1"),
     ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nrounds = 2.5\n', "[bench] rounds: expected an integer"),
     ('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nrounds = 500\n', "[bench] rounds: expected 1..100"),
+    # [techniques]: each key checked against its declaration (compress/registry.py PROFILE_OPTIONS)
+    (TECHNIQUES + 'epochs = -1\n', "[techniques] epochs: -1: must be a whole number >= 0"),
+    (TECHNIQUES + 'epochs = 2.5\n', "[techniques] epochs: 2.5: must be a whole"),
+    (TECHNIQUES + 'lr = 0\n', "[techniques] lr: 0: must be a number > 0. Fix: write lr = 0.001"),
+    (TECHNIQUES + 'temperature = inf\n', "[techniques] temperature: inf"),
+    (TECHNIQUES + 'alpha = 1.5\n', "[techniques] alpha: 1.5: must be a number in 0..1"),
+    (TECHNIQUES + 'batch_size = true\n', "[techniques] batch_size: True: must be"),
+    (TECHNIQUES + 'student = "nocolon"\n', "student: 'nocolon': must be module:function. "
+                                          'Fix: write student = "package.module:function"'),
+    (TECHNIQUES + 'ignore = ["fc", 3]\n', "ignore: ['fc', 3]: must be a list of strings"),
+    (TECHNIQUES + 'schedule = "step"\n', "must be one of constant, cosine"),
+    (TECHNIQUES + 'epoch = 3\n', "[techniques] epoch: unknown key. Fix: use one of alpha"),
 ])
 def test_bad_profile(workdir, text, fragment):
     (workdir / "profiles" / "bad.toml").write_text(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..errors import CompressError
+from ..errors import CompressError, one_line
 from ..records import Variant
 from .context import BuildContext
 from .isa import int8_types
@@ -43,7 +43,7 @@ def converter_versions(fmt: str = "onnx") -> dict[str, str]:
 
 def context_defaults(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
     """Settings a recipe takes from the context when its name does not fix them (they key the cache)."""
-    names = dict(recipe.options)
+    names = {o.name for o in recipe.options}
     out: dict[str, Any] = {}
     if "types" in names and "types" not in recipe.opts and recipe.format == "onnx" and recipe.uses_calibration:
         out["types"] = int8_types(ctx.isa)[0]
@@ -71,10 +71,6 @@ def variant_key(recipe: Recipe, ctx: BuildContext) -> str:
         "converters": converter_versions(recipe.format),
         **technique_cache_parts(recipe, ctx),  # technique steps, their options, training data
     })
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 def _unavailable(recipe: Recipe, ctx: BuildContext) -> str | None:
@@ -107,7 +103,7 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
     recipe = parse_recipe(recipe_name)
     try:
         key = variant_key(recipe, ctx)
-    except CompressError as exc:  # issue 7: e.g. a technique step without training data
+    except CompressError as exc:  # e.g. a technique step without training data
         return Variant(id=re.sub(r"[^a-z0-9]+", "-", recipe.name.lower()).strip("-"), recipe=recipe.name, format=recipe.format, precision=recipe.precision,
                        runtime=recipe.runtime, model=ctx.spec.name, status="failed", error=str(exc)), False
     cached = store.lookup(key)
@@ -156,7 +152,7 @@ def build_variant(recipe_name: str, ctx: BuildContext, store: ArtifactStore) -> 
     except CompressError as exc:
         return _failed(variant, staging, str(exc)), False
     except Exception as exc:  # a converter bug: condense it, keep the batch going
-        return _failed(variant, staging, _one_line(exc)), False
+        return _failed(variant, staging, one_line(exc, with_type=True)), False
     budget_check(variant, ctx.max_accuracy_drop)
     return store.commit(staging, variant), False
 

@@ -68,7 +68,7 @@ class BuildContext:
     reference: list[np.ndarray] | None  # the original model's outputs on `evaluation`, one array per output
     isa: tuple[str, ...] | None = None  # the target's `cpu.isa` from its probe, when known
     max_accuracy_drop: float | None = None  # the profile's budget: flags variants, drives onnx:int8-mixed
-    # technique steps (issue 7): the profile's [techniques] defaults; training data loaded on first use
+    # technique steps: the profile's [techniques] defaults; training data loaded on first use
     techniques: TechniqueSettings = field(default_factory=TechniqueSettings)
     training: Dataset | None = None
     metric: Callable[..., float] | None = None  # the spec's [data] metric, imported once

@@ -74,6 +74,6 @@ def prepared_model(ctx, recipe) -> tuple[Any, dict[str, Any]]:
     """The model a builder should convert: BN-folded unless the recipe says `fold_bn=false`."""
     if ctx.model is None:
         return None, {"applied": False, "reason": "ONNX input: no torch model to fold"}
-    if not recipe.flag("fold_bn", True):
+    if not recipe.value("fold_bn"):
         return ctx.model, {"applied": False, "reason": "fold_bn=false in the recipe"}
     return fold_batchnorm(ctx.model)

@@ -18,10 +18,8 @@ from ..errors import CompressError
 from .context import BuildContext
 from .onnx import COMPUTE_OPS, checked, prepared, quantize, static_precheck, static_settings, subgraph_warning
 from .parity import fidelity_loss
-from .registry import Recipe
+from .registry import DEFAULT_BUDGET, Recipe
 from .runtimes import outputs
-
-DEFAULT_BUDGET = 0.01
 
 
 def _score(path: Path, ctx: BuildContext) -> dict[str, Any]:
@@ -35,8 +33,9 @@ def build_onnx_mixed(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, 
 
     if ctx.evaluation is None or ctx.reference is None:
         raise CompressError("needs evaluation data to measure layer sensitivity: set [data] evaluation")
-    budget = float(recipe.opts["budget"]) if "budget" in recipe.opts else (
-        ctx.max_accuracy_drop if ctx.max_accuracy_drop is not None else DEFAULT_BUDGET)
+    budget = recipe.value("budget")
+    if budget is None:
+        budget = ctx.max_accuracy_drop if ctx.max_accuracy_drop is not None else DEFAULT_BUDGET
     settings = static_settings(recipe, ctx)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

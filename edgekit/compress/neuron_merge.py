@@ -38,10 +38,10 @@ from ..errors import CompressError
 from ..model import batches, example_inputs
 from .netstats import channels, weight_layers
 from .prune import head_layer
+from .registry import MERGE_CRITERIA as CRITERIA
 from .training import accuracy, fit, options as train_options, training_data
 
 ERROR_SAMPLES = 8  # calibration samples the per-layer compensation error is measured on
-CRITERIA = ("cosine", "l2")
 
 # autograd op names (grad_fn without "Backward<N>") by what they do to a per-channel scale z
 POSITIVE = {"Relu", "LeakyRelu", "MaxPool1DWithIndices", "MaxPool2DWithIndices", "MaxPool3DWithIndices",

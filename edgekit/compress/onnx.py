@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import CompressError
+from ..errors import CompressError, one_line
 from ..model import batches, example_inputs
 from .context import BuildContext
 from .isa import int8_types
@@ -29,10 +29,6 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # what onnxruntime's QDQ path cannot reach: quantize_model walks graph.node only, and so does the calibrator
 STATIC_QUANTIZER = "onnxruntime's static QDQ quantizer (and its calibrator)"
 STATIC_FIX = "onnx:int8-static?per_channel=false, onnx:int8-mixed or onnx:int8-dynamic"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:300]
 
 
 @contextlib.contextmanager
@@ -79,7 +75,7 @@ def export_torch(model, ctx: BuildContext, out: Path) -> None:
             torch.onnx.export(model, args, str(out), input_names=[i.name for i in ctx.spec.inputs],
                               output_names=["output"], opset_version=OPSET, verbose=False, **kwargs)
     except Exception as exc:
-        raise CompressError(f"torch.onnx.export failed: {_one_line(exc)}") from None
+        raise CompressError(f"torch.onnx.export failed: {one_line(exc)}") from None
 
 
 def export(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
@@ -108,7 +104,7 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
     import onnx
     from onnxconverter_common import float16
 
-    keep_io = recipe.flag("keep_io_types", True)
+    keep_io = recipe.value("keep_io_types")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         options = export(ctx, recipe, fp32)
@@ -117,7 +113,7 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
                                                      disable_shape_infer=False)
             onnx.save(model, str(out))
         except Exception as exc:
-            raise CompressError(f"onnxconverter-common float16 conversion failed: {_one_line(exc)}") from None
+            raise CompressError(f"onnxconverter-common float16 conversion failed: {one_line(exc)}") from None
         loads(out, "onnxconverter-common float16", "try onnx:fp16?keep_io_types=false, onnx:fp32 or onnx:int8-dynamic")
     options.update({"converter": "onnxconverter_common.float16", "keep_io_types": keep_io,
                     "io_dtype": "float32" if keep_io else "float16", "quantized": onnx_counts(out, "fp16")})
@@ -138,7 +134,7 @@ def loads(path: Path, what: str, fix: str) -> None:
     try:
         ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({_one_line(exc)[:200]}). "
+        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({one_line(exc)[:200]}). "
                             f"Fix: {fix}") from None
 
 
@@ -201,9 +197,9 @@ def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str
     weights are local to them (onnxprep.localize_subgraph_weights)."""
     from onnxruntime.quantization import quantize_dynamic
 
-    types, reason = recipe.opts.get("types", "u8s8"), "set in the recipe" if "types" in recipe.opts else "default"
+    types, reason = recipe.value("types"), "set in the recipe" if "types" in recipe.opts else "default"
     _, weight, reduce_range = _quant_types(types)
-    per_channel = recipe.flag("per_channel", False)
+    per_channel = recipe.value("per_channel")
     fix = "onnx:int8-static (calibrated) or keep onnx:fp32"
     with tempfile.TemporaryDirectory() as tmp:
         pre, options = prepared(ctx, recipe, Path(tmp), per_channel, subgraph_weights=True, fix=fix)
@@ -221,11 +217,11 @@ def build_int8_dynamic(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str
             except Exception as exc:
                 if not before["in_subgraphs"]:
                     raise
-                subgraph_error = _one_line(exc)[:160]
+                subgraph_error = one_line(exc)[:160]
                 run({})  # the main graph alone, then say what stayed float
         except Exception as exc:
             raise CompressError(f"onnxruntime quantize_dynamic failed after pre-processing "
-                                f"({_short(options['preprocessing'])}): {_one_line(exc)}. Fix: {fix}") from None
+                                f"({_short(options['preprocessing'])}): {one_line(exc)}. Fix: {fix}") from None
     options.update({"quantization": "dynamic", "types": types, "types_reason": reason, "per_channel": per_channel,
                     "activation_type": "QUInt8 (computed at run time)", "weight_type": weight.name,
                     "reduce_range": reduce_range})
@@ -264,13 +260,13 @@ def static_settings(recipe: Recipe, ctx: BuildContext) -> dict[str, Any]:
         raise CompressError("needs calibration data: set [data] calibration in the model spec")
     types, reason = _types(recipe, ctx)
     act, weight, reduce_range = _quant_types(types)
-    calibration = recipe.opts.get("calibration", "minmax")
-    settings = {"quant_format": "QDQ", "per_channel": recipe.flag("per_channel", True),
+    calibration = recipe.value("calibration")
+    settings = {"quant_format": "QDQ", "per_channel": recipe.value("per_channel"),
                 "calibration": {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[calibration],
                 "types": types, "types_reason": reason, "activation_type": act.name, "weight_type": weight.name,
                 "reduce_range": reduce_range, "calibration_samples": len(ctx.calibration)}
     if calibration == "percentile":
-        settings["percentile"] = float(recipe.opts.get("percentile", 99.999))
+        settings["percentile"] = recipe.value("percentile")
     return settings
 
 
@@ -306,7 +302,7 @@ def quantize(pre: Path, out: Path, ctx: BuildContext, settings: dict[str, Any],
                             calibrate_method=CalibrationMethod[settings["calibration"]],
                             nodes_to_exclude=exclude or None, extra_options=extra)
     except Exception as exc:
-        raise CompressError(f"onnxruntime quantize_static failed{tried}: {_one_line(exc)}. "
+        raise CompressError(f"onnxruntime quantize_static failed{tried}: {one_line(exc)}. "
                             f"Fix: try {STATIC_FIX}") from None
     # the quantizer does not validate what it writes (opset-12 per-channel QDQ was rejected only at load)
     loads(out, f"onnxruntime quantize_static{tried}", f"try {STATIC_FIX}")

@@ -25,13 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CompressError
+from ..errors import CompressError, one_line
 
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) arrived in opset 13
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]
 
 
 def _subgraphs(graph):
@@ -124,7 +120,7 @@ def upgrade_opset(model, target: int, fix: str):
         onnx.checker.check_model(upgraded)
     except Exception as exc:
         raise CompressError(f"per-channel int8 needs opset >= {target} and upgrading this graph from opset "
-                            f"{before} failed (onnx.version_converter: {_one_line(exc)}). Fix: {fix}") from None
+                            f"{before} failed (onnx.version_converter: {one_line(exc, limit=200)}). Fix: {fix}") from None
     return upgraded
 
 
@@ -195,12 +191,12 @@ def _pre_process(src: Path, dst: Path, optimize: bool, fix: str) -> dict[str, st
             quant_pre_process(str(src), str(dst), skip_optimization=not optimize, skip_symbolic_shape=False)
             done["shape_inference"] = "symbolic (onnxruntime SymbolicShapeInference) + onnx"
         except Exception as exc:
-            symbolic = _one_line(exc)
+            symbolic = one_line(exc, limit=200)
             try:
                 quant_pre_process(str(src), str(dst), skip_optimization=not optimize, skip_symbolic_shape=True)
             except Exception as exc2:
                 raise CompressError(f"onnxruntime quant_pre_process failed with and without symbolic shape "
-                                    f"inference ({_one_line(exc2)}). Fix: {fix}") from None
+                                    f"inference ({one_line(exc2, limit=200)}). Fix: {fix}") from None
             done["shape_inference"] = f"onnx only (symbolic shape inference failed: {symbolic})"
     if not optimize:
         done["optimizer"] = "skipped"

@@ -17,10 +17,10 @@ from ..agent.runners import quantize as quantize_array  # noqa: F401 - for calle
 from ..errors import CompressError
 from ..model import Dataset, batches
 from ..settings import ModelSpec
-from .registry import RECIPES
+from .registry import FORMATS
 
-# format -> the runner table's runtime name, as the recipes declare it
-RUNTIME_OF = {r.format: r.runtime for r in RECIPES.values()}
+# format -> the runner table's runtime name, as the formats declare it
+RUNTIME_OF = {f.name: f.runtime for f in FORMATS.values()}
 
 
 def outputs(fmt: str, path: Path, data: Dataset, spec: ModelSpec) -> list[np.ndarray]:

@@ -19,16 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CompressError
+from ..errors import CompressError, one_line
 from ..model import batches, example_inputs
 from .context import BuildContext
 from .merge import prepared_model
 from .quantized import require_quantized, tflite_counts
 from .registry import Recipe
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 @contextlib.contextmanager
@@ -61,7 +57,7 @@ def _convert_fp32(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any
         try:
             litert_torch.convert(model.eval(), args).export(str(out))
         except Exception as exc:
-            raise CompressError(f"litert-torch conversion failed: {_one_line(exc)}") from None
+            raise CompressError(f"litert-torch conversion failed: {one_line(exc)}") from None
     opts: dict[str, Any] = {"converter": "litert-torch", "layer_merging": merge}
     if ctx.spec.dynamic_batch:
         opts["dynamic_batch"] = False
@@ -91,7 +87,7 @@ def _quantize(fp32: Path, out: Path, configure, calibration: dict | None = None)
             result = qt.calibrate(calibration) if calibration is not None else None
             qt.quantize(result).export_model(str(out), overwrite=True)
         except Exception as exc:
-            raise CompressError(f"ai-edge-quantizer failed: {_one_line(exc)}") from None
+            raise CompressError(f"ai-edge-quantizer failed: {one_line(exc)}") from None
 
 
 def _from_fp32(ctx: BuildContext, recipe: Recipe, out: Path, configure, summary: dict[str, Any],

@@ -191,3 +191,40 @@ def comparison_table(c) -> Table:
                 cells.append(safe_text(delta_text(d), style=style))
         table.add_row(*cells)
     return table
+
+
+def recipes_tables(catalog: dict) -> list[Table]:
+    """`edgekit recipes`: the recipes, the technique steps that go in front of them and the profile's
+    `[techniques]` defaults, from the declared catalog (`compress.catalog`). Cells and titles are
+    Text, so the brackets of a usage stay literal."""
+    recipes = Table(title=Text(f"Recipes: {catalog['grammar']}"), title_justify="left")
+    for col in ("recipe", "format", "precision", "runtime", "options", "what"):
+        recipes.add_column(col)
+    for r in catalog["recipes"]:
+        options = ", ".join(f"{o['name']}={o['values']}" for o in r["options"])
+        recipes.add_row(*(safe_text(v) for v in (r["name"], r["format"], r["precision"], r["runtime"], options,
+                                                  r["summary"])))
+    steps = Table(title=Text("Technique steps: STEP+...+RECIPE, e.g. prune:0.5+kd+onnx:int8-static"),
+                  title_justify="left")
+    for col in ("step", "value", "what"):
+        steps.add_column(col, overflow="fold")
+    for t in catalog["techniques"]:
+        value = t["value"]
+        steps.add_row(safe_text(t["usage"]), safe_text(f"{value['name']}: {value['values']}" if value else "-"),
+                      safe_text(t["summary"]))
+    defaults = Table(title=Text("[techniques] in a profile: the steps' defaults"), title_justify="left")
+    for col in ("key", "values", "default", "what"):
+        defaults.add_column(col)
+    for o in catalog["profile_techniques"]:
+        shown = o["default_from"] if o["default"] is None else o["default"]
+        defaults.add_row(*(safe_text(v) for v in (o["name"], o["values"], _plain(shown), o["help"])))
+    return [recipes, steps, defaults]
+
+
+def _plain(value) -> str:
+    """A default from the catalog as the docs write it: true, 0.001, none."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)

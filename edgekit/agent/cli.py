@@ -16,7 +16,7 @@ from . import bench as bench_mod
 from . import deploy
 from . import hold
 from .probe import probe
-from .protocol import AgentError, emit, emit_error, error_doc, log
+from .protocol import AgentError, BenchRequest, emit, emit_error, error_doc, log
 
 VERSION = "1"
 
@@ -105,11 +105,7 @@ def dispatch(args) -> dict:
     if args.command == "probe":
         return probe(args.root)
     if args.command == "bench":
-        return bench_mod.bench(args.runtime, args.artifact, args.sha256, args.inputs, args.warmup_s,
-                               args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs, root=args.root,
-                               power=args.power, power_interval_s=args.power_interval_s, idle_s=args.idle_s,
-                               cooldown_c=args.cooldown_c, cooldown_max_s=args.cooldown_max_s,
-                               warmup_max_s=args.warmup_max_s, rate_hz=args.rate_hz, provider=args.provider)
+        return bench_mod.bench(BenchRequest.from_args(args))
     if args.command == "run":
         return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads,
                              args.provider)

@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import documents
-from .agent_session import BOOT, AgentSession
+from .agent_session import BOOT, REPLY_SLACK_S, AgentSession
 from .bundle import agent_zipapp
+from .agent.protocol import CHILD_COMMANDS, BenchRequest
 from .errors import DeviceError, UsageError
-from .agent.protocol import BenchRequest
 from .records import Variant
 from .settings import BenchSettings, Target, default_python
 from .transport import Transport, remote_path
@@ -31,6 +31,7 @@ FIXES = {
     "run_failed": "the runtime on the device failed on this model's inputs; check the model runs on the host "
                   "with the same inputs",
     "busy": "wait for that run to finish, or run again with --wait",
+    "timeout": "raise the profile's [bench] max_s, or check what is hogging the device",
     "internal": "a bug in the agent: run again, and report it with the device's stderr if it persists",
     "runtime_missing": "install the runtime on the device, or drop its recipes from the profile",
     "artifact_corrupt": "run again: the artifact is pushed afresh",
@@ -271,7 +272,11 @@ class Device:
             done = self._session.call(args, timeout, limit)
         else:
             self.ensure_agent()
-            done = self.transport.run([self.python, self.agent_path, *args], timeout=timeout)
+            argv = [self.python, self.agent_path, *args]
+            if args[0] in CHILD_COMMANDS:  # killed on the device at `timeout`, before the host gives up
+                argv[2:2] = ["within", f"--timeout-s={timeout:g}", "--"]
+                timeout += REPLY_SLACK_S
+            done = self.transport.run(argv, timeout=timeout)
         if len(done.stdout or "") > limit:
             raise DeviceError(f"target {self.target.name}: the agent's {args[0]} answer is "
                               f"{len(done.stdout) / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB a document may be; "

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("remove")  # scratch files of an earlier command, never through a link
     rm.add_argument("--workdir", default="~/.edgekit")
     rm.add_argument("paths", nargs="+")
+    wi = sub.add_parser("within")  # one bench/run as its own process group, killed at the timeout
+    wi.add_argument("--timeout-s", type=float, required=True)
+    wi.add_argument("argv", nargs=argparse.REMAINDER)
     ac = sub.add_parser("accept")  # verified rename of an upload into place
     ac.add_argument("--source", required=True)
     ac.add_argument("--dest", required=True)
@@ -116,6 +119,11 @@ def dispatch(args) -> dict:
         from . import session
 
         session.serve(args.workdir, args.holder, args.wait_s, answer, args.python)
+        return None
+    if args.command == "within":
+        from . import session
+
+        session.within(args.argv, args.timeout_s)
         return None
     if args.command == "remove":
         return hold.remove(args.workdir, args.paths)

@@ -22,8 +22,13 @@ KINDS = (
     "disk_full",
     "no_deployment",     # status/rollback/activate found nothing to act on
     "busy",
+    "timeout",           # the command ran past its time and was killed, with what it started
     "internal",          # a bug in the agent
 )
+
+# Commands that run as a process of their own (a session's child, or under `within`): their memory
+# figures are one variant's, and a runtime that hangs or crashes takes only its own process down.
+CHILD_COMMANDS = ("bench", "run")
 
 
 @dataclass(frozen=True)

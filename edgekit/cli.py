@@ -158,6 +158,23 @@ def rollback(target_name, model, home, db, wait_s, as_json) -> None:
 
 @main.command()
 @click.option("--target", "target_name", required=True)
+@click.option("--keep-days", type=float, default=7.0, show_default=True,
+              help="Keep what was pushed or installed more recently than this.")
+@click.option("--dry-run", is_flag=True, help="List what would go; remove nothing.")
+@wait_option
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def gc(target_name, keep_days, dry_run, wait_s, as_json) -> None:
+    """Remove from the device what no deployment uses: never current or previous, nor their artifacts."""
+    from .pipeline import gc_target
+    from .report.device import gc_lines
+
+    doc = gc_target(load_target(target_name), keep_days, dry_run, wait_s)
+    emit_json(doc) if as_json else show(gc_lines(doc, target_name))
+
+
+@main.command()
+@click.option("--target", "target_name", required=True)
 @click.option("--model", help="Only this model.")
 @workspace_options
 @click.option("--json", "as_json", is_flag=True)

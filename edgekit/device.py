@@ -419,6 +419,11 @@ class Device:
     def rollback(self, model: str) -> dict[str, Any]:
         return self.agent("rollback", "--workdir", self.target.workdir, "--model", model)
 
+    def gc(self, keep_days: float, dry_run: bool = False) -> dict[str, Any]:
+        """The agent's `gc` (edgekit/agent/gc.py); call it holding the lock."""
+        return self.agent("gc", "--workdir", self.target.workdir, f"--keep-days={keep_days:g}",
+                          *(["--dry-run"] if dry_run else []), timeout=300)
+
     def status(self, model: str | None = None) -> dict[str, Any]:
         args = ["status", "--workdir", self.target.workdir] + (["--model", model] if model else [])
         return self.agent(*args)

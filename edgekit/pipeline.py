@@ -740,6 +740,14 @@ def rollback_target(target: Target, workspace: Workspace, model: str | None = No
             return rollback(device, results, model)
 
 
+def gc_target(target: Target, keep_days: float, dry_run: bool = False, wait_s: float = 0.0) -> dict[str, Any]:
+    """Connect, lock, and remove from the device what no deployment uses and no run will miss."""
+    if not keep_days >= 0 or keep_days == float("inf"):
+        raise UsageError(f"--keep-days {keep_days}: must be a number of days >= 0. Fix: e.g. --keep-days 7")
+    with connect(target) as device, device.locked(holder_name("gc"), wait_s):
+        return device.gc(keep_days, dry_run)
+
+
 def status(target: Target, model: str | None = None) -> dict[str, Any]:
     """What is deployed on the target (read only: no lock, nothing recorded)."""
     with connect(target) as device:

@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("remove")  # scratch files of an earlier command, never through a link
     rm.add_argument("--workdir", default="~/.edgekit")
     rm.add_argument("paths", nargs="+")
+    gc = sub.add_parser("gc")  # remove what no deployment uses and no run will miss (gc.py)
+    gc.add_argument("--workdir", default="~/.edgekit")
+    gc.add_argument("--keep-days", type=float, default=7.0)
+    gc.add_argument("--dry-run", action="store_true")
     wi = sub.add_parser("within")  # one bench/run as its own process group, killed at the timeout
     wi.add_argument("--timeout-s", type=float, required=True)
     wi.add_argument("argv", nargs=argparse.REMAINDER)
@@ -120,6 +124,10 @@ def dispatch(args) -> dict:
 
         session.serve(args.workdir, args.holder, args.wait_s, answer, args.python)
         return None
+    if args.command == "gc":
+        from . import gc
+
+        return gc.collect(args.workdir, args.keep_days, args.dry_run)
     if args.command == "within":
         from . import session
 

@@ -30,6 +30,20 @@ def status_lines(doc: dict[str, Any], target: str) -> list[str]:
     return lines
 
 
+def gc_lines(doc: dict[str, Any], target: str) -> list[str]:
+    """`gc`: each path removed (or that would be) with its size and why, then what stays."""
+    verb = "would remove" if doc["dry_run"] else "removed"
+    lines = [f"{target}: {verb} {entry['path']} ({_mb(entry['bytes'])}: {entry['why']})" for entry in doc["removed"]]
+    kept = sum(entry["bytes"] for entry in doc["kept"])
+    lines.append(f"{target}: {verb} {len(doc['removed'])} item(s), {_mb(doc['freed_bytes'])}; kept "
+                 f"{len(doc['kept'])} ({_mb(kept)}) under {doc['workdir']}")
+    return lines
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
 def check_lines(probe: dict[str, Any], warnings: list[str], int8_types: str, int8_reason: str) -> list[str]:
     """`targets check`: what the probe found, one `key value` line each, then the warnings."""
     cpu = probe.get("cpu", {})

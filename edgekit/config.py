@@ -310,6 +310,93 @@ def load_model_spec(path: Path) -> ModelSpec:
 # --------------------------------------------------------------------------- targets and profiles
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelFlags:
+    """The model as command-line flags give it (`--spec`, or `--factory`/`--model-path` with the rest)."""
+
+    spec_path: Path | None = None
+    factory: str | None = None
+    checkpoint: Path | None = None
+    model_path: Path | None = None
+    inputs: tuple[str, ...] = ()
+    calibration: str | None = None
+    evaluation: str | None = None
+    name: str | None = None
+    allow_pickle: bool = False
+
+    @property
+    def default_spec(self) -> Path | None:
+        """The spec file used when no model flag is given: ./edgekit.toml if present."""
+        if self.factory or self.model_path or self.spec_path:
+            return self.spec_path
+        return Path("edgekit.toml") if Path("edgekit.toml").is_file() else None
+
+    @property
+    def uses_example(self) -> bool:
+        """No model given at all: the bundled example stands in."""
+        return not (self.factory or self.model_path) and self.default_spec is None
+
+
+def check_name_flag(name: str | None, flag: str = "--name") -> None:
+    problem = model_name_problem(name) if name is not None else None
+    if problem:
+        raise SpecError(f"{flag} {problem}. Fix: e.g. {flag} detector-v2")
+
+
+def spec_from_flags(flags: ModelFlags) -> ModelSpec:
+    """The model spec the flags describe; every problem names the flag and the fix."""
+    if flags.factory or flags.model_path:
+        return _spec_from_model_flags(flags)
+    spec_path = flags.default_spec
+    if spec_path is not None:
+        spec = load_model_spec(spec_path)
+    else:
+        from .examples import digits
+
+        spec = digits.spec()
+    if flags.name is not None:
+        check_name_flag(flags.name)
+        spec = dataclasses.replace(spec, name=flags.name)
+    if flags.allow_pickle and not spec.allow_pickle:
+        spec = dataclasses.replace(spec, allow_pickle=True)
+    return spec
+
+
+def _spec_from_model_flags(flags: ModelFlags) -> ModelSpec:
+    factory, model_path, checkpoint = flags.factory, flags.model_path, flags.checkpoint
+    if flags.spec_path:
+        raise SpecError("--spec and --factory/--model-path both given. Fix: use one or the other")
+    onnx_file = model_path is not None and model_path.suffix == ".onnx" and model_path.is_file()
+    if not flags.inputs and not onnx_file:
+        raise SpecError("--input is required with --factory/--model-path. Fix: add --input NAME:1x3x224x224")
+    for flag, path in (("--checkpoint", checkpoint), ("--model-path", model_path)):
+        if path is not None and not path.is_file():
+            raise SpecError(f"{flag} {path}: file not found. Fix: check the path")
+    for flag, ref in (("--calibration", flags.calibration), ("--evaluation", flags.evaluation)):
+        if ref and ref.endswith((".npz", ".npy")) and not Path(ref).is_file():
+            raise SpecError(f"{flag} {ref}: file not found. Fix: check the path")
+    default_name = (factory or "").rpartition(":")[2] or (model_path.stem if model_path else "model")
+
+    def flag_error(problem: str, fix: str) -> SpecError:
+        return SpecError(f"--model-path {model_path}: {problem}. Fix: {fix}")
+
+    declared = tuple(parse_input(i) for i in flags.inputs)
+    if onnx_file:
+        if declared:
+            check_against_graph(declared, model_path, flag_error)
+        else:
+            declared = graph_inputs(model_path, flag_error, flags=True)
+    if flags.name is None and model_name_problem(default_name):
+        raise SpecError(f"the model name would be {default_name!r}, taken from the "
+                        f"{'factory' if factory else 'file name'}, and {model_name_problem(default_name)}. "
+                        f"Fix: add --name NAME")
+    check_name_flag(flags.name)
+    return ModelSpec(name=flags.name or default_name, inputs=declared, factory=factory,
+                     checkpoint=checkpoint.resolve() if checkpoint else None,
+                     path=model_path.resolve() if model_path else None, calibration=flags.calibration,
+                     evaluation=flags.evaluation, source="flags", allow_pickle=flags.allow_pickle)
+
+
 def _builtin_dir(kind: str) -> Path:
     """The shipped `targets/` or `profiles/`: a package in an install, the repo folder in a checkout."""
     try:

@@ -15,15 +15,24 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from . import documents
-from .agent_session import BOOT, AgentSession
+from .agent_session import BOOT, REPLY_SLACK_S, AgentSession
 from .bundle import agent_zipapp
+from .agent.protocol import CHILD_COMMANDS, BenchRequest
 from .errors import DeviceError, UsageError
 from .records import Variant
 from .settings import BenchSettings, Target, default_python
 from .transport import Transport, remote_path
 
-# What the user should do about each agent error kind.
+# What the user should do about each error kind an agent document can carry: every kind the agent
+# documents (edgekit.agent.protocol.KINDS), then the host's own verdicts on a document.
 FIXES = {
+    "bad_request": "the host and the agent disagree on a command: run again (the agent is re-pushed when it "
+                   "differs); if it persists, report it with the message",
+    "run_failed": "the runtime on the device failed on this model's inputs; check the model runs on the host "
+                  "with the same inputs",
+    "busy": "wait for that run to finish, or run again with --wait",
+    "timeout": "raise the profile's [bench] max_s, or check what is hogging the device",
+    "internal": "a bug in the agent: run again, and report it with the device's stderr if it persists",
     "runtime_missing": "install the runtime on the device, or drop its recipes from the profile",
     "artifact_corrupt": "run again: the artifact is pushed afresh",
     "artifact_missing": "run again: the artifact is pushed afresh",
@@ -250,8 +259,7 @@ class Device:
         documents.validate("lock", doc, self.target.name)
         if "error" in doc:
             kind, message = doc["error"].get("kind", "internal"), doc["error"].get("message", "")
-            fix = ("wait for that run to finish, or run again with --wait" if kind == "busy"
-                   else FIXES.get(kind, "see the message"))
+            fix = FIXES.get(kind, "see the message")
             raise DeviceError(f"target {self.target.name}: {message}. Fix: {fix}", kind=kind)
         return doc
 
@@ -264,7 +272,11 @@ class Device:
             done = self._session.call(args, timeout, limit)
         else:
             self.ensure_agent()
-            done = self.transport.run([self.python, self.agent_path, *args], timeout=timeout)
+            argv = [self.python, self.agent_path, *args]
+            if args[0] in CHILD_COMMANDS:  # killed on the device at `timeout`, before the host gives up
+                argv[2:2] = ["within", f"--timeout-s={timeout:g}", "--"]
+                timeout += REPLY_SLACK_S
+            done = self.transport.run(argv, timeout=timeout)
         if len(done.stdout or "") > limit:
             raise DeviceError(f"target {self.target.name}: the agent's {args[0]} answer is "
                               f"{len(done.stdout) / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB a document may be; "
@@ -320,26 +332,19 @@ class Device:
     def bench(self, variant: Variant, remote: str, settings: BenchSettings,
               inputs: str | None = None) -> dict[str, Any]:
         """`inputs`: a pushed feeds file (`push_inputs`); without it the agent generates inputs."""
-        feed = ["--inputs", inputs] if inputs else []
         return self._with_artifact(variant, remote, lambda path: self.agent(
-            "bench", "--artifact", path, "--runtime", variant.runtime, "--sha256", variant.sha256, *feed,
-            "--warmup-s", str(settings.warmup_s), "--min-runs", str(settings.min_runs),
-            "--min-s", str(settings.min_s), "--max-s", str(settings.max_s),
-            "--threads", str(settings.threads), "--max-runs", str(settings.max_runs),
-            *self._bench_extras(settings),
+            *self.bench_request(variant, path, settings, inputs).to_argv(),
             timeout=2 * settings.max_s + 120 + (300 if settings.cooldown_c is not None else 0)))
 
-    def _bench_extras(self, settings: BenchSettings) -> list[str]:
-        """Power, cooldown and rate options, and the target's sensor root and power sensor."""
-        power = settings.power if settings.power != "auto" else (self.target.power or "auto")
-        extras = ["--power", power]
-        if self.target.sensor_root:
-            extras += ["--root", self.target.sensor_root]
-        if settings.cooldown_c is not None:
-            extras += ["--cooldown-c", str(settings.cooldown_c)]
-        if settings.rate_hz:
-            extras += ["--rate-hz", str(settings.rate_hz)]
-        return extras
+    def bench_request(self, variant: Variant, path: str, settings: BenchSettings,
+                      inputs: str | None = None) -> BenchRequest:
+        """The profile's bench settings with this target's sensor root and power sensor."""
+        return BenchRequest(
+            artifact=path, runtime=variant.runtime, sha256=variant.sha256, inputs=inputs or None,
+            warmup_s=settings.warmup_s, min_runs=settings.min_runs, min_s=settings.min_s, max_s=settings.max_s,
+            threads=settings.threads, max_runs=settings.max_runs, root=self.target.sensor_root or "/",
+            power=settings.power if settings.power != "auto" else (self.target.power or "auto"),
+            cooldown_c=settings.cooldown_c, rate_hz=settings.rate_hz or None)
 
     def _put(self, local: str, remote: str, label: str) -> None:
         """An upload, reported to `on_upload` as it goes (a 14 MB model takes minutes at 1 Mbit/s)."""
@@ -413,6 +418,11 @@ class Device:
 
     def rollback(self, model: str) -> dict[str, Any]:
         return self.agent("rollback", "--workdir", self.target.workdir, "--model", model)
+
+    def gc(self, keep_days: float, dry_run: bool = False) -> dict[str, Any]:
+        """The agent's `gc` (edgekit/agent/gc.py); call it holding the lock."""
+        return self.agent("gc", "--workdir", self.target.workdir, f"--keep-days={keep_days:g}",
+                          *(["--dry-run"] if dry_run else []), timeout=300)
 
     def status(self, model: str | None = None) -> dict[str, Any]:
         args = ["status", "--workdir", self.target.workdir] + (["--model", model] if model else [])
@@ -489,11 +499,17 @@ def _parse(stdout: str) -> dict[str, Any] | None:
 
 
 def _option_int(args: tuple[str, ...], option: str, default: int) -> int:
-    """The integer after `option` in an agent command line (what the host asked for)."""
-    try:
-        return int(args[args.index(option) + 1])
-    except (ValueError, IndexError):
-        return default
+    """The integer given for `option` in an agent command line (what the host asked for), written
+    `--opt N` or `--opt=N`."""
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg == option and i + 1 < len(args) else \
+            arg[len(option) + 1:] if arg.startswith(option + "=") else None
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return default
+    return default
 
 
 def _last_line(text: str) -> str:

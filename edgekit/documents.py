@@ -295,6 +295,23 @@ def _remove(c: _Checker, doc: dict, _: int) -> None:
     c.integer(doc, "removed", "remove", required=True)
 
 
+def _gc(c: _Checker, doc: dict, _: int) -> None:
+    c.text(doc, "workdir", "gc", required=True)
+    c.flag(doc, "dry_run", "gc", required=True)
+    c.integer(doc, "freed_bytes", "gc", required=True)
+    for side in ("removed", "kept"):
+        entries = doc.get(side)
+        if not isinstance(entries, list):
+            raise c.fail(f"gc.{side}", f"is {_shown(entries)}, not a list")
+        for i, entry in enumerate(entries):
+            here = f"gc.{side}[{i}]"
+            if not isinstance(entry, dict):
+                raise c.fail(here, f"is {_shown(entry)}, not an object")
+            c.text(entry, "path", here, required=True)
+            c.text(entry, "why", here, required=True)
+            c.integer(entry, "bytes", here, required=True)
+
+
 def _boot(c: _Checker, doc: dict, _: int) -> None:
     c.text(doc, "found", "boot")
 
@@ -307,7 +324,7 @@ def _version(c: _Checker, doc: dict, _: int) -> None:
 CHECKS: dict[str, Callable[[_Checker, dict, int], None]] = {
     "bench": _bench, "probe": _probe, "run": _run, "install": _path_doc, "accept": _path_doc,
     "activate": _status, "rollback": _status, "status": _status, "lock": _lock, "version": _version,
-    "remove": _remove, "boot": _boot,
+    "remove": _remove, "boot": _boot, "gc": _gc,
 }
 
 

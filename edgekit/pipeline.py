@@ -1,4 +1,5 @@
-"""The only place that composes stages: compress -> profile -> select -> deploy.
+"""The only place that composes stages: compress -> measure -> select -> deploy, per target
+(`run_target`) or over a fleet (`profile_fleet`), and the device commands (rollback, status, trust).
 
 It reports progress through `Events` and never prints, so the CLI decides what a person (or a
 `--json` reader) sees.
@@ -25,13 +26,13 @@ from .compress.derived import DerivedStore
 from .compress.parity import onnx_outputs
 from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
-from .device import Device, connect, holder_name
+from .device import Device, capability_warnings, connect, holder_name
 from .graph import describe_onnx
-from .errors import DeviceError, EdgekitError, ModelError, SelectionError
+from .errors import DeviceError, EdgekitError, ModelError, SelectionError, SpecError, TransportError, UsageError
 from .model import (batches, check_model_accepts_inputs, example_inputs, generated_dataset, import_entry,
                     load_data, load_torch_model, reference_outputs, weights_digest)
 from .records import Measurement, Variant, emulated
-from .results import ResultsStore
+from .results import ResultsStore, check_store
 from .rounds import Round, merge, paired_ratios, round_order, round_settings
 from .select import Selection, choose_named, select
 from .settings import BenchSettings, ModelSpec, Profile, Target, TechniqueSettings
@@ -199,6 +200,15 @@ def compress(ctx: BuildContext, recipes: tuple[str, ...], workspace: Workspace,
     return built
 
 
+def compress_model(model: ModelSpec, prof: Profile, workspace: Workspace, recipes: tuple[str, ...] = (),
+                   events: Events = Events()) -> list[tuple[Variant, bool]]:
+    """`edgekit compress`: load and check the model, then build `recipes` (else the profile's) with
+    the profile's accuracy budget and technique defaults; no device is involved."""
+    ctx = prepare(model, workspace)
+    return compress(ctx, tuple(recipes) or prof.recipes, workspace, events,
+                    prof.select.constraints.get("max_accuracy_drop"), techniques=prof.techniques)
+
+
 def _unless_duplicate(variant: Variant, first_with: dict[str, str]) -> Variant:
     """Two recipes that write the same bytes are one variant under two names (e.g. onnxruntime
     1.32's Entropy calibration equals MinMax): keep the first, fail the other, so nothing is
@@ -212,7 +222,7 @@ def _unless_duplicate(variant: Variant, first_with: dict[str, str]) -> Variant:
                                error=f"identical to {first} (same sha256 {variant.sha256[:12]}): drop one of them")
 
 
-# --------------------------------------------------------------------------- profile
+# --------------------------------------------------------------------------- measure
 
 
 def settings_key(settings: BenchSettings, probe: dict[str, Any], feeds: dict[str, np.ndarray] | None = None) -> str:
@@ -276,9 +286,9 @@ def parity_data(ctx: BuildContext | None, settings: BenchSettings) -> dict[str, 
             "evaluation": ctx.evaluation.digest() if ctx.evaluation is not None else None}
 
 
-def profile(device: Device, variants: list[Variant], settings: BenchSettings, results: ResultsStore,
-            run_id: int, probe: dict[str, Any], reuse: bool = False,
-            events: Events = Events(), ctx: BuildContext | None = None) -> dict[str, Measurement]:
+def bench_variants(device: Device, variants: list[Variant], settings: BenchSettings, results: ResultsStore,
+                   run_id: int, probe: dict[str, Any], reuse: bool = False,
+                   events: Events = Events(), ctx: BuildContext | None = None) -> dict[str, Measurement]:
     """Measure the built variants on the device in interleaved rounds, then run `parity_samples`
     evaluation samples of each there and compare the outputs with the host's.
 
@@ -384,7 +394,9 @@ def _device_parity_doc(ctx: BuildContext, device: Device, variant: Variant, remo
 
 
 @dataclass
-class DeployResult:
+class RunResult:
+    """One run on one target: what was built, measured and chosen there, and what a deploy installed."""
+
     target: str
     model: str
     run_id: int
@@ -429,14 +441,25 @@ def _row_dict(row, cached: bool) -> dict[str, Any]:
 
 
 def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
-            command: str, reuse: bool = False, events: Events = Events(),
+            command: str = "profile", reuse: bool = False, events: Events = Events(),
             built: list[tuple[Variant, bool]] | None = None,
-            build_lock: threading.Lock | None = None) -> tuple[DeployResult, ResultsStore]:
-    """probe -> compress -> bench -> select. The results store is opened only once inputs are valid.
+            build_lock: threading.Lock | None = None) -> RunResult:
+    """probe -> compress -> bench -> select on a connected, locked device; the run is in the store
+    (closed again) when this returns.
 
     `build_lock` serialises compression when several devices are measured at once: builds are
     CPU-bound and cached by content, so a second device with the same ISA reuses the first's.
     """
+    result, results = _measure(ctx, target, prof, device, workspace, command, reuse, events, built, build_lock)
+    results.close()
+    return result
+
+
+def _measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
+             command: str, reuse: bool, events: Events, built: list[tuple[Variant, bool]] | None,
+             build_lock: threading.Lock | None) -> tuple[RunResult, ResultsStore]:
+    """`measure`, leaving the store open for a deploy's records. It is opened only once the device
+    answered and the variants are built: bad input found before leaves no run behind."""
     device.on_upload = events.transfer
     events.stage(f"probe {target.name}", 1)
     events.step("probe")
@@ -447,8 +470,19 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
         with build_lock or contextlib.nullcontext():
             built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
                              tuple(isa) if isinstance(isa, list) else None, prof.techniques)
-    variants = [v for v, _ in built]
     results = ResultsStore(workspace.db_path)
+    try:
+        return _record_run(ctx, target, prof, device, command, reuse, events, built, probe, results), results
+    except BaseException:
+        results.close()
+        raise
+
+
+def _record_run(ctx: BuildContext, target: Target, prof: Profile, device: Device, command: str, reuse: bool,
+                events: Events, built: list[tuple[Variant, bool]], probe: dict[str, Any],
+                results: ResultsStore) -> RunResult:
+    """Start the run in the store, bench, and keep what was measured and decided."""
+    variants = [v for v, _ in built]
     run_id = results.start_run(command, ctx.spec.name, prof.name)
     results.save_probe(run_id, target.name, probe)
     results.save_profile(run_id, {"name": prof.name, "source": prof.source, "recipes": list(prof.recipes),
@@ -457,14 +491,13 @@ def measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, wo
                                       "constraints": dict(prof.select.constraints)}})
     for v in variants:
         results.save_variant(v)  # failed builds too: reports show why they are missing
-    measured = profile(device, variants, prof.bench, results, run_id, probe, reuse, events, ctx)
+    measured = bench_variants(device, variants, prof.bench, results, run_id, probe, reuse, events, ctx)
     for v in variants:
         m = measured.get(v.id)
         results.link_variant(run_id, target.name, v.id, m.store_id if m else None)
     selection = select(variants, measured, prof.select)
-    result = DeployResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built},
-                          selection, probe)
-    return result, results
+    results.save_decisions(run_id, target.name, selection.decisions())  # as decided now, for every later report
+    return RunResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built}, selection, probe)
 
 
 def check_bench_inputs(doc: dict[str, Any], feeds: dict[str, np.ndarray] | None, target: str) -> None:
@@ -553,16 +586,17 @@ def smoke_test(ctx: BuildContext, device: Device, variant: Variant, installed_pa
 
 
 def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, workspace: Workspace,
-           reuse: bool = False, events: Events = Events(), variant_recipe: str | None = None) -> DeployResult:
+           reuse: bool = False, events: Events = Events(), variant_recipe: str | None = None) -> RunResult:
     """Measure, choose (or take `variant_recipe`), stage it, smoke-test it on the device, then
     switch `current`. Any failure before the switch leaves the previous deployment current.
     """
-    result, results = measure(ctx, target, prof, device, workspace, "deploy", reuse, events)
+    result, results = _measure(ctx, target, prof, device, workspace, "deploy", reuse, events, None, None)
     with results:
         if variant_recipe:
             from .compress.registry import canonical_name
 
             choose_named(result.selection, variant_recipe, target.name, canonical_name(variant_recipe))
+            results.save_decisions(result.run_id, target.name, result.selection.decisions())  # the user's choice
         chosen = result.selection.chosen
         if chosen is None and result.selection.emulated:
             eligible = [r.variant.recipe for r in result.selection.rows if r.status == "eligible"]
@@ -593,29 +627,52 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
     return result
 
 
-# --------------------------------------------------------------------------- a fleet
+# --------------------------------------------------------------------------- one target, a fleet
 
 
-def profile_fleet(ctx: BuildContext, targets: list[Target], prof: Profile, workspace: Workspace,
+def run_target(target: Target, prof: Profile, workspace: Workspace, *, model: ModelSpec | BuildContext,
+               install: bool = False, variant: str | None = None, reuse: bool = False, wait_s: float = 0.0,
+               events: Events = Events(), built: list[tuple[Variant, bool]] | None = None,
+               build_lock: threading.Lock | None = None) -> RunResult:
+    """connect -> lock -> prepare -> measure -> [deploy] on one target; the store is closed again
+    when this returns.
+
+    The store is checked first, then the device connected (which writes nothing), so a store that
+    cannot keep the results, an unreachable board or a refused key is reported in seconds, before
+    the model work; the device is written to (agent, lock) only once the model loads. A prepared
+    `BuildContext` (a fleet prepares once) skips the loading.
+    """
+    if variant is not None and not install:
+        raise UsageError("a variant can only be named for a deploy. Fix: drop --variant")
+    command = "deploy" if install else "profile"
+    check_store(workspace.db_path)
+    with connect(target) as device:
+        ctx = model if isinstance(model, BuildContext) else prepare(model, workspace)
+        with device.locked(holder_name(command), wait_s):
+            if install:
+                return deploy(ctx, target, prof, device, workspace, reuse, events, variant)
+            return measure(ctx, target, prof, device, workspace, command, reuse, events, built, build_lock)
+
+
+def profile_fleet(model: ModelSpec | BuildContext, targets: list[Target], prof: Profile, workspace: Workspace,
                   reuse: bool = False, wait_s: float = 0.0,
                   events_for: Callable[[str], Events] = lambda name: Events()
-                  ) -> dict[str, DeployResult | EdgekitError]:
-    """Profile every target at once, one thread per device (the work is waiting on devices).
+                  ) -> dict[str, RunResult | EdgekitError]:
+    """`run_target` on every target at once, one thread per device (the work is waiting on devices).
 
-    Each device is probed first and gets variants built for its own ISA (one build at a time;
-    targets that share defaults share the cached artifacts). Each device is locked for its run;
-    a device that fails yields its error and the others carry on.
+    The model is prepared once, before any device is touched. Each device is probed first and gets
+    variants built for its own ISA (one build at a time; targets that share defaults share the
+    cached artifacts). A device that fails yields its error and the others carry on.
     """
+    check_store(workspace.db_path)
+    ctx = model if isinstance(model, BuildContext) else prepare(model, workspace)
     build_lock = threading.Lock()
 
-    def one(target: Target) -> DeployResult | EdgekitError:
+    def one(target: Target) -> RunResult | EdgekitError:
         events = events_for(target.name)
         try:
-            with connect(target) as device, device.locked(holder_name("profile"), wait_s):
-                result, results = measure(ctx, target, prof, device, workspace, "profile", reuse, events,
-                                          None, build_lock)
-                results.close()
-                return result
+            return run_target(target, prof, workspace, model=ctx, reuse=reuse, wait_s=wait_s, events=events,
+                              build_lock=build_lock)
         except EdgekitError as exc:
             events.note(f"failed: {exc}")
             return exc
@@ -666,3 +723,114 @@ def rollback(device: Device, results: ResultsStore, model: str) -> dict[str, Any
                          f"Fix: do not roll back again until the store is repaired; then run the same rollback "
                          f"once: it records this switch instead of switching back") from None
     return doc
+
+
+def rollback_target(target: Target, workspace: Workspace, model: str | None = None, wait_s: float = 0.0
+                    ) -> dict[str, Any]:
+    """Connect, lock and `rollback` the model (the only one deployed when None); the device's status after."""
+    check_store(workspace.db_path)  # the switch is recorded: a store that cannot take it stops us before it
+    with connect(target) as device, device.locked(holder_name("rollback"), wait_s):
+        if model is None:
+            deployed = list(device.status()["models"])
+            if len(deployed) != 1:
+                raise SpecError(f"--model is needed: {target.name} has {len(deployed)} deployed models "
+                                f"({', '.join(deployed) or 'none'}). Fix: add --model NAME")
+            model = deployed[0]
+        with ResultsStore(workspace.db_path) as results:
+            return rollback(device, results, model)
+
+
+def gc_target(target: Target, keep_days: float, dry_run: bool = False, wait_s: float = 0.0) -> dict[str, Any]:
+    """Connect, lock, and remove from the device what no deployment uses and no run will miss."""
+    if not keep_days >= 0 or keep_days == float("inf"):
+        raise UsageError(f"--keep-days {keep_days}: must be a number of days >= 0. Fix: e.g. --keep-days 7")
+    with connect(target) as device, device.locked(holder_name("gc"), wait_s):
+        return device.gc(keep_days, dry_run)
+
+
+def status(target: Target, model: str | None = None) -> dict[str, Any]:
+    """What is deployed on the target (read only: no lock, nothing recorded)."""
+    with connect(target) as device:
+        return device.status(model)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """What `targets check` found: the probe, what the target lacks, and the int8 default it picks."""
+
+    target: str
+    probe: dict[str, Any]
+    warnings: list[str]
+    int8_types: str
+    int8_reason: str
+
+
+def target_definition(target: Target) -> dict[str, Any]:
+    """A target's fields, and for SSH where ~/.ssh/config resolves its host to."""
+    doc: dict[str, Any] = {**target.__dict__, "runtimes": list(target.runtimes)}
+    if target.transport == "ssh":
+        from .transport.ssh import resolve
+
+        ep = resolve(target.host, target.user, target.port)
+        doc["resolved"] = {"hostname": ep.hostname, "port": ep.port, "user": ep.user,
+                           "identity_files": ep.identity_files, "proxy_jump": ep.proxy_jump}
+    return doc
+
+
+def check_target(target: Target) -> TargetCheck:
+    """Connect and probe, writing nothing but the agent."""
+    from .compress.isa import int8_types
+
+    with connect(target) as device:
+        probe = device.probe()
+    cpu = probe.get("cpu", {})
+    types, why = int8_types(tuple(cpu["isa"]) if isinstance(cpu.get("isa"), list) else None)
+    return TargetCheck(target.name, probe, capability_warnings(target, probe), types, why)
+
+
+@dataclass(frozen=True)
+class HostKeyOffer:
+    """The host key a device presents, by the name known_hosts files use, and whether it is trusted."""
+
+    target: str
+    host: str
+    key_type: str
+    fingerprint: str
+    key_base64: str
+    trusted: bool
+
+    @property
+    def line(self) -> str:
+        return f"{self.host} {self.key_type} {self.fingerprint}"
+
+
+def offered_host_key(target: Target) -> HostKeyOffer:
+    """Ask the device for its host key (nothing else is sent); a key other than the recorded one is refused."""
+    from .transport.ssh import SSHTransport, fingerprint, load_known_hosts
+
+    if target.transport != "ssh":
+        raise SpecError(f"target {target.name} uses the {target.transport} transport: there is no host key to trust")
+    transport = SSHTransport(target.name, target.host, target.user, target.port, target.connect_timeout)
+    try:
+        key = transport.host_key()
+    finally:
+        transport.close()
+    host = transport.endpoint.known_hosts_name
+    known = load_known_hosts().lookup(host) or {}
+    if key.get_name() in known and known[key.get_name()] != key:
+        raise TransportError(f"target {target.name}: {host} presents {fingerprint(key)} but a different "
+                             f"{key.get_name()} key is recorded: possible interception. Fix: if the device was "
+                             f"re-installed, remove the old key first (ssh-keygen -R '{host}' -f FILE) and run "
+                             f"this again")
+    return HostKeyOffer(target.name, host, key.get_name(), fingerprint(key), key.get_base64(),
+                        trusted=key.get_name() in known)
+
+
+def trust(offer: HostKeyOffer) -> Path:
+    """Record the offered key in edgekit's known_hosts; returns that file."""
+    from .transport.ssh import record_host_key
+
+    return record_host_key(offer.host, offer.key_type, offer.key_base64)

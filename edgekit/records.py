@@ -1,4 +1,5 @@
-"""What crosses module lines after work is done: a built variant, a measurement of it, a run.
+"""What crosses module lines after work is done: a built variant, a measurement of it, a
+decision about it, a run.
 
 Records are what compress, the pipeline, the results store, selection and the report hand each
 other; they import nothing of edgekit so every layer can hold them.
@@ -103,6 +104,22 @@ class Measurement:
             return self.power.get("energy_per_inference_mj")
         return self.stats.get(name)
 
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `select` decided about one variant on one target, as the run recorded it when deciding:
+    a report shows this, so a later change to the selection rules does not rewrite past choices."""
+
+    variant_id: str
+    status: str  # chosen | eligible | rejected
+    reason: str
+    objective: str
+    objective_value: float | None = None
+    figures: dict[str, float | None] = field(default_factory=dict)  # each constraint's figure, by constraint
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from . import __version__
 from .errors import StoreError
-from .records import Deployment, Measurement, Run, Variant
+from .records import Decision, Deployment, Measurement, Run, Variant
 
 # Version 1: the schema edgekit 0.1 wrote before stores carried a version (user_version 0). Every
 # statement is IF NOT EXISTS, so such a store, or one from before `run_variants` and
@@ -85,8 +85,24 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 """
 
+# Version 2: what `select` decided about each variant when the run made the decision, so a report
+# shows that decision even after the selection rules change (older runs are selected again).
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    target TEXT NOT NULL,
+    variant_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    objective TEXT NOT NULL,
+    objective_value REAL,
+    figures TEXT NOT NULL,
+    PRIMARY KEY (run_id, target, variant_id)
+);
+"""
+
 # MIGRATIONS[i] takes a store from version i to i + 1; append, never edit a released entry.
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2)
 VERSION = len(MIGRATIONS)
 
 
@@ -224,6 +240,17 @@ class ResultsStore:
             self.db.execute("INSERT OR REPLACE INTO run_variants (run_id, target, variant_id, measurement_id) "
                             "VALUES (?, ?, ?, ?)", (run_id, target, variant_id, measurement_id))
 
+    def save_decisions(self, run_id: int, target: str, decisions: list[Decision]) -> None:
+        """What `select` decided on `target` in this run, one row per variant, replacing any earlier
+        record of the same run and target (in one transaction: a reader sees one whole decision)."""
+        with self.db:
+            self.db.execute("DELETE FROM decisions WHERE run_id=? AND target=?", (run_id, target))
+            self.db.executemany(
+                "INSERT INTO decisions (run_id, target, variant_id, status, reason, objective, objective_value, "
+                "figures) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, target, d.variant_id, d.status, d.reason, d.objective, d.objective_value,
+                  json.dumps(d.figures)) for d in decisions])
+
     def comparable_run(self, target: str, sha256s: list[str], settings_key: str,
                        parity_data: dict[str, Any] | None, before_run: int | None = None
                        ) -> tuple[int, dict[str, Measurement]] | None:
@@ -324,6 +351,13 @@ class ResultsStore:
         """(variant id, measurement id) of every measurement the run itself took on `target`, in order."""
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT variant_id, id FROM measurements WHERE run_id=? AND target=? ORDER BY id", (run_id, target))]
+
+    def decisions(self, run_id: int, target: str) -> list[Decision]:
+        """The decisions the run recorded on `target`, in the order it made them; empty for runs that
+        recorded none (older edgekit, or stopped before deciding)."""
+        rows = self.db.execute("SELECT * FROM decisions WHERE run_id=? AND target=? ORDER BY rowid", (run_id, target))
+        return [Decision(r["variant_id"], r["status"], r["reason"], r["objective"], r["objective_value"],
+                         json.loads(r["figures"])) for r in rows]
 
     def variant(self, variant_id: str) -> Variant | None:
         row = self.db.execute("SELECT document FROM variants WHERE id=?", (variant_id,)).fetchone()

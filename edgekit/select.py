@@ -13,15 +13,26 @@ emulation are never ranked (they are the emulator's, not the board's).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import SelectionError, UsageError
-from .records import Measurement, Variant
+from .records import Decision, Measurement, Variant
 from .settings import FIDELITY, SelectSettings
 
 LATENCY_OBJECTIVES = ("p50_ms", "p90_ms", "p99_ms")
 EMULATED = "emulated: not a latency figure"
 DEVICE_FIGURES = ("max_peak_rss_mb", "max_p90_ms")  # constraints measured on the device
+
+
+# The figure each constraint judges, from the variant's host metrics or its measurement.
+_FIGURES = {"max_accuracy_drop": "accuracy_drop", "min_top1_agreement": "top1_agreement", "min_cosine": "mean_cosine",
+            "max_abs_diff": "max_abs_diff", "max_metric_drop": "metric_drop"}
+
+
+def _finite(value: object) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 @dataclass
@@ -32,11 +43,28 @@ class Row:
     reason: str
     objective: float | None = None
 
+    @property
+    def figures(self) -> dict[str, float | None]:
+        """Every constraint's figure for this variant, by constraint name (None: not known)."""
+        out = {key: _finite(self.variant.metrics.get(name)) for key, name in _FIGURES.items()}
+        m = self.measurement if self.measurement is not None and self.measurement.status == "ok" else None
+        out["max_peak_rss_mb"] = _finite(m.figure("peak_rss_mb")) if m else None
+        out["max_p90_ms"] = _finite(m.figure("p90_ms")) if m else None
+        out["max_size_mb"] = self.variant.size_bytes / 1e6 if self.variant.size_bytes else None
+        return out
+
+    def decision(self, objective: str) -> Decision:
+        return Decision(self.variant.id, self.status, self.reason, objective, _finite(self.objective), self.figures)
+
 
 @dataclass
 class Selection:
     objective: str
     rows: list[Row]
+
+    def decisions(self) -> list[Decision]:
+        """What was decided about each variant, in row order: what a run records."""
+        return [r.decision(self.objective) for r in self.rows]
 
     @property
     def emulated(self) -> bool:
@@ -238,6 +266,14 @@ def select(variants: list[Variant], measurements: dict[str, Measurement], settin
             _rank_by_ratio(feasible, objective, ratios)
         else:
             _rank_by_figure(feasible, objective)
+    return Selection(objective, rows)
+
+
+def recorded(objective: str, decisions: list[Decision], variants: dict[str, Variant],
+             measurements: dict[str, Measurement]) -> Selection:
+    """The selection a run recorded, rebuilt from its decisions (pure: nothing is judged again)."""
+    rows = [Row(variants[d.variant_id], measurements.get(d.variant_id), d.status, d.reason, d.objective_value)
+            for d in decisions if d.variant_id in variants]
     return Selection(objective, rows)
 
 

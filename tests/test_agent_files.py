@@ -131,6 +131,12 @@ def test_install_is_private_and_never_reads_or_writes_through_links(python, agen
     assert mode(placed) == 0o600 and mode(placed.parent / "deployment.json") == 0o600
     assert mode(workdir / "deployments" / "m") == 0o700 and mode(workdir / "deployments") == 0o700
     assert not [p for p in (workdir / "deployments" / "m").iterdir() if p.name.startswith(".staging")]
+    cut_off = workdir / "deployments" / "m" / ".staging-v0-x1y2z3"  # an install killed half-way
+    cut_off.mkdir()
+    (cut_off / "model.onnx").write_bytes(b"half")
+    code, doc = call(python, agent, "install", "--workdir", str(workdir), "--model", "m", "--variant", "v0",
+                     "--artifact", str(model), "--sha256", sha)
+    assert code == 0 and not cut_off.exists(), "the next install clears what a cut-off one staged"
 
     link = tmp_path / "link.onnx"  # an artifact path that is a link is not the pushed file
     link.symlink_to(model)

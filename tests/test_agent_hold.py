@@ -34,9 +34,12 @@ def test_accept_renames_only_a_verified_upload(python, agent, tmp_path):
     assert not upload.exists() and not dest.exists()  # a bad upload is deleted, never placed
 
     upload.write_bytes(b"weights")
+    cut_off = tmp_path / ".model.onnx.upload-0ld"  # an earlier upload that a lost link cut off
+    cut_off.write_bytes(b"wei")
     digest = hashlib.sha256(b"weights").hexdigest()
     code, doc = call(python, agent, "accept", "--source", str(upload), "--dest", str(dest), "--sha256", digest)
     assert code == 0 and dest.read_bytes() == b"weights" and not upload.exists()
+    assert not cut_off.exists(), "an accepted upload takes the cut-off ones beside it away"
 
 
 @pytest.mark.parametrize("python", PYTHONS)

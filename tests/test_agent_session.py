@@ -202,7 +202,7 @@ def test_the_host_refuses_a_session_answer_that_is_not_its_own(tmp_path, change,
 
 
 def test_uploads_print_bytes_rate_and_time_left_when_stderr_is_not_a_terminal(tmp_path, capsys):
-    from edgekit.cli import RichEvents
+    from edgekit.report.progress import RichEvents
     from edgekit.transport.local import LocalTransport
 
     model = tmp_path / "model.onnx"
@@ -223,7 +223,8 @@ def test_uploads_print_bytes_rate_and_time_left_when_stderr_is_not_a_terminal(tm
 def test_a_fleet_line_per_device_reports_its_uploads(capsys):
     from rich.progress import Progress
 
-    from edgekit.cli import FleetEvents, RichEvents, err
+    from edgekit.report.output import err
+    from edgekit.report.progress import FleetEvents, RichEvents
 
     events = FleetEvents(Progress(console=err, disable=True), "pi", quiet=False)
     old, RichEvents.PROGRESS_EVERY_S = RichEvents.PROGRESS_EVERY_S, 0.0
@@ -234,3 +235,43 @@ def test_a_fleet_line_per_device_reports_its_uploads(capsys):
         RichEvents.PROGRESS_EVERY_S = old
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(line.startswith("pi: uploading model.onnx: ") and "/s" in line for line in lines)
+
+
+@pytest.mark.parametrize("transport", ["local", "ssh"])
+def test_per_command_mode_kills_a_timed_out_command_on_the_device_before_the_lock_goes(transport, workdir,
+                                                                                       ssh_devices):
+    """Without a session, bench and run go through `within`: at its timeout the device kills the
+    command's whole process group itself, so nothing of it runs once the host releases the lock."""
+    import time
+
+    import psutil
+
+    from edgekit.config import load_target
+    from edgekit.device import connect, holder_name
+    from edgekit.errors import DeviceError
+
+    if transport == "ssh":
+        device_under_test = ssh_devices("jetson-like")
+        base, name = device_under_test.device_path(""), "jetson-like"
+        running = device_under_test.live_commands
+    else:
+        base, name = Path.home(), "local"
+
+        def running():
+            return [" ".join(p.cmdline()) for p in psutil.process_iter() if p.status() != psutil.STATUS_ZOMBIE]
+    model, fifo = base / "stuck.onnx", base / "stuck-inputs.npz"
+    model.write_bytes(b"x")
+    os.mkfifo(fifo)  # reading inputs from a pipe nobody writes: a command that hangs on the device
+    os.chmod(fifo, 0o666)
+    os.chmod(model, 0o644)
+    with connect(load_target(name)) as device:
+        device.session_mode = False
+        with device.locked(holder_name("profile")):
+            started = time.monotonic()
+            with pytest.raises(DeviceError) as info:
+                device.agent("run", "--artifact", str(model), "--runtime", "onnxruntime", "--inputs", str(fifo),
+                             "--outputs", str(base / "out.npz"), timeout=2.0)
+            took = time.monotonic() - started
+            assert info.value.kind == "timeout" and "did not finish in 2s" in str(info.value), str(info.value)
+            assert took < 15, f"the device stopped it at its timeout, not the host at timeout + slack ({took:.1f}s)"
+            assert not [c for c in running() if str(fifo) in c], "killed before the lock is released"

@@ -47,6 +47,11 @@ def test_deploy_installs_the_chosen_variant(workdir):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     stored = dict(db.execute("SELECT variant_id, p90_ms FROM measurements WHERE run_id=?", (doc["run_id"],)))
     assert stored == {r["id"]: r["latency"]["p90_ms"] for r in doc["variants"]}
+    decided = {r[0]: r[1:] for r in db.execute(
+        "SELECT variant_id, status, reason, objective, objective_value FROM decisions WHERE run_id=? AND target=?",
+        (doc["run_id"], "local"))}
+    assert decided == {r["id"]: (r["status"], r["reason"], doc["objective"], r["latency"]["p90_ms"])
+                       for r in doc["variants"]}, "the run records what it decided, as it printed it"
 
 
 def test_table_output_rollback_and_status(workdir, monkeypatch):

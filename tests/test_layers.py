@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edgekit.select",),
     ("edgekit.pipeline",),
     ("edgekit.report",),
+    ("edgekit.cli_options",),  # shared click options and the error wrapper
     ("edgekit.cli", "edgekit.__main__"),
 )
 SELF_CONTAINED = "edgekit.agent"

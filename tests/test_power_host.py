@@ -28,13 +28,16 @@ def test_profile_bench_power_cooldown_and_rate(tmp_path):
 
 
 def test_device_passes_power_root_cooldown_and_rate():
+    from edgekit.records import Variant
+
     target = Target(name="orin", transport="local", power="jetson-ina3221-hwmon", sensor_root="/fixtures/orin")
     device = Device.__new__(Device)
     device.target = target
-    extras = device._bench_extras(BenchSettings(cooldown_c=50.0, rate_hz=30.0))
-    assert extras == ["--power", "jetson-ina3221-hwmon", "--root", "/fixtures/orin", "--cooldown-c", "50.0",
-                      "--rate-hz", "30.0"]
-    assert device._bench_extras(BenchSettings(power="off"))[:2] == ["--power", "off"]
+    variant = Variant(id="v", recipe="onnx:fp32", format="onnx", precision="fp32", runtime="onnxruntime", model="m",
+                      sha256="0" * 64)
+    argv = device.bench_request(variant, "/w/a.onnx", BenchSettings(cooldown_c=50.0, rate_hz=30.0)).to_argv()
+    assert {"--power=jetson-ina3221-hwmon", "--root=/fixtures/orin", "--cooldown-c=50.0", "--rate-hz=30.0"} <= set(argv)
+    assert "--power=off" in device.bench_request(variant, "/w/a.onnx", BenchSettings(power="off")).to_argv()
 
 
 def test_measurement_energy_figure():

@@ -51,7 +51,7 @@ def run(local, variants, settings, reuse=False, ctx=None):
     device, probe, store, _ = local
     run_id = store.start_run("profile", "digits-cnn", "test")
     events = Steps()
-    out = pipeline.profile(device, variants, settings, store, run_id, probe, reuse, events, ctx)
+    out = pipeline.bench_variants(device, variants, settings, store, run_id, probe, reuse, events, ctx)
     return run_id, out, events
 
 

@@ -38,9 +38,7 @@ def edgekit(built, workdir):
             with connect(target) as device, device.locked(holder_name(command), wait_s):
                 if command == "deploy":
                     return pipeline.deploy(ctx, target, prof, device, Runner.workspace, reuse).to_dict()
-                result, results = pipeline.measure(ctx, target, prof, device, Runner.workspace, "profile", reuse)
-                results.close()
-                return result.to_dict()
+                return pipeline.measure(ctx, target, prof, device, Runner.workspace, "profile", reuse).to_dict()
 
         @staticmethod
         def fleet(names: list[str], profile: str = "fast", reuse: bool = False) -> dict:

@@ -33,9 +33,9 @@ def test_non_finite_numbers_become_null():
 
 
 def test_cli_json_is_strict_with_a_note(capsys):
-    from edgekit import cli
+    from edgekit.report.output import emit_json
 
-    cli._emit_json({"max_abs_diff": float("nan"), "p90_ms": float("-inf"), "ok": 1.5})
+    emit_json({"max_abs_diff": float("nan"), "p90_ms": float("-inf"), "ok": 1.5})
     captured_out = capsys.readouterr()
     assert strict(captured_out.out) == {"max_abs_diff": None, "p90_ms": None, "ok": 1.5}
     assert "2 non-finite numbers" in captured_out.err

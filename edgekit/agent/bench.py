@@ -16,7 +16,7 @@ from . import thermal
 from .latency import measure, measure_at_rate, warm_up
 from .sampler import Sampler, measure_idle, summary
 from .files import private_dirs, verified, write_replacing
-from .protocol import AgentError
+from .protocol import AgentError, BenchRequest
 from .runners import call_feeds, first_batch, generated_inputs, load_npz, make_runner
 from .stats import noise_warning, summarize
 
@@ -46,39 +46,36 @@ def _described(feeds: Dict[str, object]) -> List[dict]:
     return [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()]
 
 
-def bench(runtime: str, artifact: str, sha256: Optional[str], inputs: Optional[str], warmup_s: float,
-          min_runs: int, min_s: float, max_s: float, threads: int, max_runs: int = 1000000, root: str = "/",
-          power: str = "auto", power_interval_s: float = 0.05, idle_s: float = 1.0,
-          cooldown_c: Optional[float] = None, cooldown_max_s: float = 300.0, warmup_max_s: Optional[float] = None,
-          rate_hz: Optional[float] = None, provider: str = "auto") -> dict:
-    path = verified(artifact, sha256)
+def bench(req: BenchRequest) -> dict:
+    """One variant's cold start, warmup, timed window, memory, power and thermal state."""
+    path = verified(req.artifact, req.sha256)
     warnings: List[str] = []
-    if warmup_max_s is None:
-        warmup_max_s = max(2.0, 4 * warmup_s)
+    warmup_max_s = req.warmup_max_s if req.warmup_max_s is not None else max(2.0, 4 * req.warmup_s)
     cooled = None
-    if cooldown_c is not None:
-        cooled = thermal.cooldown(root, cooldown_c, cooldown_max_s)
+    if req.cooldown_c is not None:
+        cooled = thermal.cooldown(req.root, req.cooldown_c, req.cooldown_max_s)
         if not cooled["reached"]:
             warnings.append("cooldown to {} C not reached ({}); measuring anyway".format(
-                cooldown_c, cooled.get("reason") or "{:.1f} C after {:.0f} s".format(cooled["end_c"], cooled["waited_s"])))
-    before = thermal.snapshot(root)
-    sensor, reasons = power_mod.discover(root, power)
+                req.cooldown_c, cooled.get("reason") or "{:.1f} C after {:.0f} s".format(cooled["end_c"], cooled["waited_s"])))
+    before = thermal.snapshot(req.root)
+    sensor, reasons = power_mod.discover(req.root, req.power)
     try:
-        doc = _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs,
-                     warnings, sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz, provider)
+        doc = _bench(req, path, warmup_max_s, warnings, sensor, reasons)
     finally:
         if sensor is not None:
             sensor.close()
-    after = thermal.snapshot(root)
-    govs = thermal.governors(root)
+    after = thermal.snapshot(req.root)
+    govs = thermal.governors(req.root)
     doc["thermal"] = {"before": before, "after": after, "governors": govs, "cooldown": cooled}
     doc["warnings"].extend(thermal.warnings(before, after, govs))
-    doc["settings"].update({"cooldown_c": cooldown_c, "warmup_max_s": warmup_max_s, "rate_hz": rate_hz})
+    doc["settings"].update({"cooldown_c": req.cooldown_c, "warmup_max_s": warmup_max_s, "rate_hz": req.rate_hz})
     return doc
 
 
-def _bench(runtime, path, sha256, inputs, warmup_s, min_runs, min_s, max_s, threads, max_runs, warnings,
-           sensor, reasons, power_interval_s, idle_s, root, warmup_max_s, rate_hz, provider) -> dict:
+def _bench(req: BenchRequest, path: str, warmup_max_s: float, warnings: List[str], sensor, reasons) -> dict:
+    runtime, sha256, inputs, warmup_s, threads = req.runtime, req.sha256, req.inputs, req.warmup_s, req.threads
+    min_runs, min_s, max_s, max_runs, root = req.min_runs, req.min_s, req.max_s, req.max_runs, req.root
+    power_interval_s, idle_s, rate_hz, provider = req.power_interval_s, req.idle_s, req.rate_hz, req.provider
     rss = {"start": memory.peak_rss_mb()}
     t = time.perf_counter()
     runner = make_runner(runtime, provider)

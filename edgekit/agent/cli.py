@@ -16,7 +16,7 @@ from . import bench as bench_mod
 from . import deploy
 from . import hold
 from .probe import probe
-from .protocol import AgentError, emit, emit_error, error_doc, log
+from .protocol import AgentError, BenchRequest, emit, emit_error, error_doc, log
 
 VERSION = "1"
 
@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     rm = sub.add_parser("remove")  # scratch files of an earlier command, never through a link
     rm.add_argument("--workdir", default="~/.edgekit")
     rm.add_argument("paths", nargs="+")
+    gc = sub.add_parser("gc")  # remove what no deployment uses and no run will miss (gc.py)
+    gc.add_argument("--workdir", default="~/.edgekit")
+    gc.add_argument("--keep-days", type=float, default=7.0)
+    gc.add_argument("--dry-run", action="store_true")
+    wi = sub.add_parser("within")  # one bench/run as its own process group, killed at the timeout
+    wi.add_argument("--timeout-s", type=float, required=True)
+    wi.add_argument("argv", nargs=argparse.REMAINDER)
     ac = sub.add_parser("accept")  # verified rename of an upload into place
     ac.add_argument("--source", required=True)
     ac.add_argument("--dest", required=True)
@@ -105,11 +112,7 @@ def dispatch(args) -> dict:
     if args.command == "probe":
         return probe(args.root)
     if args.command == "bench":
-        return bench_mod.bench(args.runtime, args.artifact, args.sha256, args.inputs, args.warmup_s,
-                               args.min_runs, args.min_s, args.max_s, args.threads, args.max_runs, root=args.root,
-                               power=args.power, power_interval_s=args.power_interval_s, idle_s=args.idle_s,
-                               cooldown_c=args.cooldown_c, cooldown_max_s=args.cooldown_max_s,
-                               warmup_max_s=args.warmup_max_s, rate_hz=args.rate_hz, provider=args.provider)
+        return bench_mod.bench(BenchRequest.from_args(args))
     if args.command == "run":
         return bench_mod.run(args.runtime, args.artifact, args.sha256, args.inputs, args.outputs, args.threads,
                              args.provider)
@@ -120,6 +123,15 @@ def dispatch(args) -> dict:
         from . import session
 
         session.serve(args.workdir, args.holder, args.wait_s, answer, args.python)
+        return None
+    if args.command == "gc":
+        from . import gc
+
+        return gc.collect(args.workdir, args.keep_days, args.dry_run)
+    if args.command == "within":
+        from . import session
+
+        session.within(args.argv, args.timeout_s)
         return None
     if args.command == "remove":
         return hold.remove(args.workdir, args.paths)

@@ -69,6 +69,7 @@ def install(workdir: str, model: str, variant: str, artifact: str, sha256: str, 
     try:
         private_workdir(workdir)
         private_dirs(model_dir)
+        _remove_cut_off_installs(model_dir)
         staging = tempfile.mkdtemp(prefix=".staging-{}-".format(variant), dir=model_dir)  # 0700, a new name
         copy_new(source, os.path.join(staging, name))
         verified(os.path.join(staging, name), sha256)
@@ -94,6 +95,15 @@ def install(workdir: str, model: str, variant: str, artifact: str, sha256: str, 
             shutil.rmtree(staging, ignore_errors=True)
         raise
     return {"command": "install", "path": os.path.join(final, name), "reused": False}
+
+
+def _remove_cut_off_installs(model_dir: str) -> None:
+    """Staging folders an earlier install left when it was cut off: installs run under the device
+    lock, so none of them is still in progress."""
+    for name in os.listdir(model_dir):
+        path = os.path.join(model_dir, name)
+        if name.startswith(".staging-") and os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def activate(workdir: str, model: str, variant: str) -> dict:

@@ -111,7 +111,23 @@ def accept(source: str, dest: str, sha256: str) -> dict:
         if exc.errno == errno.ENOSPC:
             raise AgentError("disk_full", "no space left on the device for {}".format(dest))
         raise AgentError("bad_request", "cannot move the upload to {}: {}".format(dest, exc.strerror))
+    _remove_cut_off_uploads(os.path.dirname(dest))
     return {"command": "accept", "path": dest, "sha256": sha256}
+
+
+def _remove_cut_off_uploads(folder: str) -> None:
+    """Uploads into `folder` that were cut off (a lost link, an interrupt) and never accepted.
+    Only an agent holding the device lock accepts, so no other upload is in flight here."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".") and ".upload-" in name:
+            try:
+                os.unlink(os.path.join(folder, name))  # a link is removed as a link
+            except OSError:
+                pass
 
 
 def lock_status(workdir: str) -> dict:

@@ -31,10 +31,9 @@ from contextlib import redirect_stderr
 from typing import Callable, List, Optional, Tuple
 
 from . import hold
-from .protocol import SCHEMA, error_doc, render
+from .protocol import CHILD_COMMANDS, SCHEMA, AgentError, error_doc, render
 
-CHILD_COMMANDS = ("bench", "run")
-NOT_IN_SESSION = ("session", "lock")
+NOT_IN_SESSION = ("session", "lock", "within")
 MAX_REQUEST = 1 << 20  # an argv; the largest (install's --meta) is a few kB
 STDERR_TAIL = 8192
 
@@ -135,7 +134,42 @@ def _in_process(argv: List[str], command: Callable[[List[str]], Tuple[int, Optio
     return code, render(doc) if doc is not None else "", err.getvalue(), False
 
 
-def _child(argv: List[str], timeout: float, max_stdout: int, stdin: _Stdin) -> Tuple[Optional[int], str, str, bool]:
+class _NoHost:
+    """`within`'s stand-in for the session's stdin: a lone command has no host to watch, only a clock."""
+
+    def fill(self, timeout: Optional[float]) -> bool:
+        time.sleep(timeout or 0)
+        return True
+
+
+def within(argv: List[str], timeout: float) -> None:
+    """`within --timeout-s T COMMAND ...`: what the per-command mode runs bench and run through.
+
+    Without a session nothing on the device outlives a command the host gave up on, and a
+    runtime that hangs would keep running after the lock is released. So the command runs as a
+    child in its own process group, and at T the device itself kills that group (the host waits
+    T plus a margin, so this happens before it releases the lock). Prints the command's own
+    document, or a `timeout` error; exits with the command's code.
+    """
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv or argv[0] not in CHILD_COMMANDS:
+        raise AgentError("bad_request", "within runs one of {}, not {}".format(
+            ", ".join(CHILD_COMMANDS), argv[0] if argv else "nothing"))
+    code, out, err, timed_out = _child([sys.executable, os.path.abspath(sys.argv[0])] + argv, timeout, None, _NoHost())
+    sys.stderr.write(err)
+    if timed_out:
+        text = render(error_doc("timeout", "{} did not finish in {:g}s; it was killed, with everything it "
+                                           "started".format(argv[0], timeout)))
+        code = 3
+    else:
+        text = out
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    sys.exit(code if code is not None and code >= 0 else 4)
+
+
+def _child(argv: List[str], timeout: float, max_stdout: Optional[int], stdin: _Stdin) -> Tuple[Optional[int], str, str, bool]:
     """Run one command in a fresh agent process; its output goes to files (no pipe can fill up)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # Its own process group, so that killing it takes whatever it started too.
@@ -157,7 +191,7 @@ def _child(argv: List[str], timeout: float, max_stdout: int, stdin: _Stdin) -> T
             proc.wait()
         code = proc.returncode
         out.seek(0)
-        text = out.read(max_stdout + 1).decode("utf-8", "replace")
+        text = out.read(-1 if max_stdout is None else max_stdout + 1).decode("utf-8", "replace")
         err.seek(0, os.SEEK_END)
         err.seek(max(0, err.tell() - STDERR_TAIL))
         tail = err.read().decode("utf-8", "replace")

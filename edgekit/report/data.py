@@ -1,7 +1,8 @@
 """Rows for every view (HTML, terminal, JSON, CSV, Markdown), gathered from the results store.
 
-Selection is not re-implemented here: each run's variants and measurements go through
-`select.select` with the profile the run recorded, so a report says exactly what the run decided.
+Selection is not re-implemented here: a report shows the decisions each run recorded when it
+made them; a run from before decisions were recorded goes through `select.select` again with the
+profile it recorded, so a report says what the run decided either way.
 Figures a measurement does not hold (power on a board without a sensor) stay None; views print "-".
 """
 
@@ -17,7 +18,7 @@ from ..config import load_profile
 from ..errors import EdgekitError, SpecError, UsageError
 from ..records import Measurement, Run, Variant, emulated
 from ..results import ResultsStore
-from ..select import Selection, choose_named, select
+from ..select import Selection, choose_named, recorded, select
 from ..settings import SelectSettings
 from . import fmt
 
@@ -284,7 +285,11 @@ def target_report(store: ResultsStore, run_id: int, target: str) -> TargetReport
             found = _measurement(store, measurement_id, run_id)
             if found:
                 measurements[v.id] = found
-    selection: Selection = select(variants, measurements, settings)
+    decisions = store.decisions(run_id, target)
+    if decisions:  # what the run decided when it ran, whatever select.py says now
+        selection = recorded(decisions[0].objective, decisions, {v.id: v for v in variants}, measurements)
+    else:  # a run from before decisions were recorded: decided again with its own profile
+        selection = select(variants, measurements, settings)
     _apply_named_deployment(store, selection, run_id, target)
     rows = [VariantRow(target, run_id, r.variant, r.measurement, r.status, r.reason,
                        measurements[r.variant.id].created if r.variant.id in measurements else None)

@@ -553,3 +553,13 @@ def _close_quietly(channel: paramiko.Channel) -> None:
         channel.close()
     except (paramiko.SSHException, EOFError, OSError):
         pass
+
+
+def record_host_key(host: str, key_type: str, key_base64: str) -> Path:
+    """Append a key the user confirmed to edgekit's own known_hosts (folder 0700, file 0600)."""
+    path = edgekit_known_hosts()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "a") as fh:
+        fh.write(f"{host} {key_type} {key_base64}\n")
+    os.chmod(path, 0o600)
+    return path

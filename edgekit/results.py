@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import __version__
-from .errors import StoreError
+from . import __version__, documents
+from .errors import DeviceError, StoreError
 from .records import Decision, Deployment, Measurement, Run, Variant
 
 # Version 1: the schema edgekit 0.1 wrote before stores carried a version (user_version 0). Every
@@ -273,6 +273,8 @@ class ResultsStore:
             found = by_run.setdefault(row["run_id"], {})
             if row["sha256"] not in found:  # the newest of that run
                 found[row["sha256"]] = _measurement(row)
+        by_run = {run_id: found for run_id, found in by_run.items()
+                  if all(m.status == "ok" for m in found.values())}  # a row that no longer checks out is not reused
         for run_id in sorted(by_run, reverse=True):
             found = by_run[run_id]
             if set(found) == wanted and all(m.document.get("parity_data") == parity_data for m in found.values()):
@@ -396,8 +398,27 @@ def check_store(path: Path) -> None:
         store.check_writable()
 
 
+STORED_SAMPLES = 10**7  # bench documents were capped when stored; this bounds only the re-check
+
+
 def _measurement(row: sqlite3.Row) -> Measurement:
-    doc = json.loads(row["document"])
+    """The row as a Measurement, its document checked again as when it came from the device: a
+    row an older edgekit stored unchecked (a string where a figure belongs, -inf) comes back as a
+    failed measurement saying why, so every view skips it with that note instead of crashing."""
+    try:
+        doc = json.loads(row["document"])
+        if row["status"] == "ok":
+            documents.validate("bench", doc, row["target"], STORED_SAMPLES)
+        elif not isinstance(doc, dict):
+            raise ValueError(f"the document is {type(doc).__name__}, not an object")
+    except (ValueError, RecursionError, DeviceError) as exc:
+        reason = str(exc).split(": the device's answer")[0].removeprefix(f"target {row['target']}: ")
+        return Measurement(target=row["target"], variant_id=row["variant_id"], sha256=row["sha256"], status="failed",
+                           error_kind="bad_document",
+                           error_message=f"stored measurement {row['id']} is left out: {reason[:200]}. Fix: measure "
+                                         f"again (edgekit profile --target {row['target']})",
+                           settings_key=row["settings_key"], document={}, store_id=row["id"], run_id=row["run_id"],
+                           created=row["created"])
     return Measurement(target=row["target"], variant_id=row["variant_id"], sha256=row["sha256"],
                        status=row["status"], stats=doc.get("latency", {}), memory=doc.get("memory", {}),
                        cold=doc.get("cold", {}), error_kind=row["error_kind"], error_message=row["error_message"],

@@ -234,3 +234,40 @@ def test_a_device_reporting_minus_infinity_gets_nothing_chosen(workdir, tmp_path
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "PASS" not in proc.stdout and "FAIL" in proc.stdout and "bad_document" in proc.stdout
 
+
+
+@pytest.mark.parametrize("damage", [
+    {"latency.p90_ms": "fast"}, {"latency.p50_ms": float("-inf")}, {"memory": "lots"}, {"latency": None}])
+def test_a_bad_row_an_older_edgekit_stored_is_left_out_with_a_note_in_every_view(workdir, damage):
+    """Rows are checked again when read: one stored before documents were checked (here: a captured
+    real run, damaged as the host used to accept) is a failed measurement with the reason."""
+    from edgekit.results import ResultsStore
+    from report_store import captured
+
+    db = captured(workdir / "results.db")
+    con = sqlite3.connect(db)
+    with con:
+        mid, target, sha, key, doc = con.execute(
+            "SELECT id, target, sha256, settings_key, document FROM measurements WHERE run_id=3 ORDER BY id").fetchone()
+        doc = json.loads(doc)
+        for path, value in damage.items():
+            section, _, field = path.partition(".")
+            if field:
+                doc[section][field] = value
+            else:
+                doc[section] = value
+        con.execute("UPDATE measurements SET document=? WHERE id=?", (json.dumps(doc), mid))
+    con.close()
+    for command in (("report", "--table"), ("report", "--json"), ("check", "--target", "local"),
+                    ("compare", "--target", "local", "--target", "local2")):
+        proc = run_cli(*command, "--db", str(db))
+        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads(run_cli("report", "--json", "--db", str(db)).stdout)
+    rows = [v for t in report["targets"] for v in t["variants"] if v.get("measurement_id") == mid or
+            f"stored measurement {mid} is left out" in json.dumps(v)]
+    assert rows, "the row's reason is shown where the row was"
+    with ResultsStore(db) as store:
+        m = store.measurement(mid)
+        assert (m.status, m.error_kind) == ("failed", "bad_document") and "is left out" in m.error_message
+        found = store.comparable_run(target, [sha], key, doc.get("parity_data"))
+        assert found is None or found[0] != 3, "a row that no longer checks out is never reused"

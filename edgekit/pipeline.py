@@ -313,6 +313,10 @@ def bench_variants(device: Device, variants: list[Variant], settings: BenchSetti
         else:
             todo.append(v)
     wanted_parity = parity_data(ctx, settings)
+    have = len(ctx.evaluation) if ctx is not None and ctx.evaluation is not None else None
+    if wanted_parity is not None and have is not None and have < settings.parity_samples and todo:
+        events.note(f"device parity on {target} runs all {have} evaluation samples, fewer than the "
+                    f"{settings.parity_samples} the profile's parity_samples asks for")
     if reuse and todo:
         found = results.comparable_run(target, [v.sha256 for v in todo], key, wanted_parity, before_run=run_id)
         if found is not None:

@@ -189,3 +189,28 @@ def test_targets_list_and_recipes(workdir):
     assert proc.returncode == 0
     assert any(t["name"] == "local" and t["transport"] == "local" for t in json.loads(proc.stdout))
     assert "onnx:int8-static" in run_cli("recipes").stdout
+
+
+def test_fewer_evaluation_samples_than_parity_samples_runs_them_all_with_a_note(workdir):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "lin",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), "lin.onnx")
+    np.savez("eval.npz", x=rng.random((3, 64), dtype=np.float32), labels=np.arange(3))
+    (workdir / "profiles" / "one.toml").write_text('[build]\nrecipes = ["onnx:fp32"]\n[bench]\nwarmup_s = 0.05\n'
+                                                   'min_runs = 20\nmin_s = 0.1\nmax_s = 5.0\nrounds = 1\n'
+                                                   'parity_samples = 64\n')
+    args = ("profile", "--target", "local", "--profile", "one", "--model-path", "lin.onnx", "--input", "x:1x64",
+            "--evaluation", "eval.npz")
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "runs all 3 evaluation samples, fewer than the 64 the profile's parity_samples asks for" in \
+        " ".join(proc.stderr.split())
+    doc = json.loads(run_cli(*args, "--json").stdout)
+    assert doc["variants"][0]["device_parity"]["samples"] == 3

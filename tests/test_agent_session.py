@@ -78,8 +78,11 @@ def test_per_command_mode_still_deploys_with_an_exec_per_command(workdir, built)
     _deploy(built, workdir, "here", reuse=False, session=False)
     warm, counting = _deploy(built, workdir, "here", reuse=True, session=False)
     assert warm["smoke_test"]["passed"]
-    commands = [argv[2] for argv in counting.execs if len(argv) > 2 and argv[1].endswith(".pyz")]
+    agent_calls = [argv[2:] for argv in counting.execs if len(argv) > 2 and argv[1].endswith(".pyz")]
+    # bench and run go through `within`, so the device itself kills them at their timeout
+    commands = [a[a.index("--") + 1] if a[0] == "within" else a[0] for a in agent_calls]
     assert {"version", "lock", "probe", "install", "run", "activate"} <= set(commands)
+    assert all(a[0] == "within" for a in agent_calls if "run" in a or "bench" in a)
     assert len(counting.execs) >= 6 and counting.sent == 0
     session, counted = _deploy(built, workdir, "here", reuse=True)
     assert session["chosen"] == warm["chosen"] and len(counted.execs) == 1

@@ -17,7 +17,7 @@ import numpy as np
 from . import documents
 from .agent_session import BOOT, REPLY_SLACK_S, AgentSession
 from .bundle import agent_zipapp
-from .agent.protocol import CHILD_COMMANDS, BenchRequest
+from .agent.protocol import CHILD_COMMANDS, BenchRequest, Probe
 from .errors import DeviceError, UsageError
 from .records import Variant
 from .settings import BenchSettings, Target, default_python
@@ -173,10 +173,10 @@ class Device:
                               f"ships 3.6: e.g. apt install python3.8) and set python in {where} to it",
                               kind="python_unsupported")
 
-    def check_probe(self, probe: dict[str, Any]) -> None:
+    def check_probe(self, probe: Probe) -> None:
         """Refuse to measure on a device that cannot run models at all (no numpy for the agent)."""
-        if probe.get("numpy") is None:
-            version = probe.get("python", {}).get("version", "?")
+        if probe.numpy is None:
+            version = probe.python or "?"
             raise DeviceError(f"target {self.target.name}: numpy is not installed for {self.python} (Python "
                               f"{version}) on the device; the agent needs it to run models. Fix: on the device run "
                               f"{self.python} -m pip install numpy, or set python in "
@@ -292,9 +292,10 @@ class Device:
             raise DeviceError(f"target {self.target.name}: {message}" + (f". Fix: {fix}" if fix else ""), kind=kind)
         return doc
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self) -> Probe:
+        """The device's probe, checked (`documents.validate`) and read into a `Probe`."""
         args = ["probe"] + (["--root", self.target.sensor_root] if self.target.sensor_root else [])
-        return self.agent(*args, timeout=60)
+        return Probe.from_dict(self.agent(*args, timeout=60))
 
     def push(self, variant: Variant, force: bool = False) -> str:
         """The artifact's path on the device, uploading only when it is not there yet.
@@ -429,13 +430,13 @@ class Device:
         return self.agent(*args)
 
 
-def capability_warnings(target: Target, probe: dict[str, Any]) -> list[str]:
+def capability_warnings(target: Target, probe: Probe) -> list[str]:
     """What the device is missing compared with its target file, plus the agent's own warnings."""
-    warnings = list(probe.get("warnings", []))
-    arch = probe.get("arch")
+    warnings = list(probe.warnings)
+    arch = probe.arch
     if target.arch and arch and target.arch != arch:
         warnings.append(f"expected arch {target.arch}, the device is {arch}")
-    found = probe.get("runtimes", {})
+    found = probe.runtimes
     for runtime in target.runtimes:
         if runtime not in found:
             warnings.append(f"runtime {runtime} is listed in {target.source or 'the target'} but not installed: "

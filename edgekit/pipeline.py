@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .agent.protocol import Probe
 from .compress.build import build_variant
 from .compress.context import BuildContext, LazyModel
 from .compress.derived import DerivedStore
@@ -31,7 +32,7 @@ from .graph import describe_onnx
 from .errors import DeviceError, EdgekitError, ModelError, SelectionError, SpecError, TransportError, UsageError
 from .model import (batches, check_model_accepts_inputs, example_inputs, generated_dataset, import_entry,
                     load_data, load_torch_model, reference_outputs, weights_digest)
-from .records import Measurement, Variant, emulated
+from .records import Measurement, Variant
 from .results import ResultsStore, check_store
 from .rounds import Round, merge, paired_ratios, round_order, round_settings
 from .select import Selection, choose_named, select
@@ -225,7 +226,7 @@ def _unless_duplicate(variant: Variant, first_with: dict[str, str]) -> Variant:
 # --------------------------------------------------------------------------- measure
 
 
-def settings_key(settings: BenchSettings, probe: dict[str, Any], feeds: dict[str, np.ndarray] | None = None) -> str:
+def settings_key(settings: BenchSettings, probe: Probe, feeds: dict[str, np.ndarray] | None = None) -> str:
     """Same artifact + same key = comparable measurements (what `--reuse` may take from the store).
     The inputs timed are part of it: one ONNX file at two declared sizes is two measurements."""
     return cache_key({
@@ -233,11 +234,11 @@ def settings_key(settings: BenchSettings, probe: dict[str, Any], feeds: dict[str
                       hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()[:16]]
                   for k, v in sorted((feeds or {}).items())},
         "bench": settings.to_dict(),
-        "arch": probe.get("arch"),
-        "cpu": probe.get("cpu", {}).get("model"),
-        "cores": probe.get("cores", {}).get("usable"),
-        "python": probe.get("python", {}).get("version"),
-        "runtimes": {k: v.get("version") for k, v in probe.get("runtimes", {}).items()},
+        "arch": probe.arch,
+        "cpu": probe.cpu_model,
+        "cores": probe.cores,
+        "python": probe.python,
+        "runtimes": {k: v.get("version") for k, v in probe.runtimes.items()},
     })[:16]
 
 
@@ -250,9 +251,9 @@ def _failed(target: str, variant: Variant, key: str, kind: str, message: str) ->
 EMULATED_RUNS = 10
 
 
-def bench_settings_for(settings: BenchSettings, probe: dict[str, Any]) -> BenchSettings:
+def bench_settings_for(settings: BenchSettings, probe: Probe) -> BenchSettings:
     """Under emulation timings mean nothing: run each variant only enough to prove it runs, once."""
-    if not emulated(probe):
+    if not probe.emulated:
         return settings
     return dataclasses.replace(settings, warmup_s=0.0, min_runs=min(settings.min_runs, EMULATED_RUNS), min_s=0.0,
                                max_runs=min(settings.max_runs, EMULATED_RUNS), cooldown_c=None, rate_hz=None,
@@ -287,7 +288,7 @@ def parity_data(ctx: BuildContext | None, settings: BenchSettings) -> dict[str, 
 
 
 def bench_variants(device: Device, variants: list[Variant], settings: BenchSettings, results: ResultsStore,
-                   run_id: int, probe: dict[str, Any], reuse: bool = False,
+                   run_id: int, probe: Probe, reuse: bool = False,
                    events: Events = Events(), ctx: BuildContext | None = None) -> dict[str, Measurement]:
     """Measure the built variants on the device in interleaved rounds, then run `parity_samples`
     evaluation samples of each there and compare the outputs with the host's.
@@ -298,16 +299,15 @@ def bench_variants(device: Device, variants: list[Variant], settings: BenchSetti
     """
     target = device.target.name
     settings = bench_settings_for(settings, probe)
-    if emulated(probe):
-        events.note(f"{target} runs under emulation ({probe['emulation'].get('program')}): each variant runs "
+    if probe.emulated:
+        events.note(f"{target} runs under emulation ({probe.emulation.get('program')}): each variant runs "
                     f"{EMULATED_RUNS} times to check it works; its timings are not latency figures")
     feeds, source = bench_feeds(ctx) if ctx is not None else ({}, "generated")
     key = settings_key(settings, probe, feeds)
-    present = probe.get("runtimes", {})
     out: dict[str, Measurement] = {}
     todo: list[Variant] = []
     for v in (v for v in variants if v.status == "ok"):
-        if v.runtime not in present or "error" in present[v.runtime]:
+        if not probe.usable(v.runtime):
             out[v.id] = _failed(target, v, key, "runtime_missing", f"{v.runtime} is not usable on {target}")
             results.save_measurement(run_id, out[v.id])
         else:
@@ -470,10 +470,9 @@ def _measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, w
     probe = device.probe()  # first: the target's ISA picks the int8 defaults
     device.check_probe(probe)
     if built is None:
-        isa = probe.get("cpu", {}).get("isa")
         with build_lock or contextlib.nullcontext():
             built = compress(ctx, prof.recipes, workspace, events, prof.select.constraints.get("max_accuracy_drop"),
-                             tuple(isa) if isinstance(isa, list) else None, prof.techniques)
+                             probe.isa, prof.techniques)
     results = ResultsStore(workspace.db_path)
     try:
         return _record_run(ctx, target, prof, device, command, reuse, events, built, probe, results), results
@@ -483,12 +482,12 @@ def _measure(ctx: BuildContext, target: Target, prof: Profile, device: Device, w
 
 
 def _record_run(ctx: BuildContext, target: Target, prof: Profile, device: Device, command: str, reuse: bool,
-                events: Events, built: list[tuple[Variant, bool]], probe: dict[str, Any],
+                events: Events, built: list[tuple[Variant, bool]], probe: Probe,
                 results: ResultsStore) -> RunResult:
     """Start the run in the store, bench, and keep what was measured and decided."""
     variants = [v for v, _ in built]
     run_id = results.start_run(command, ctx.spec.name, prof.name)
-    results.save_probe(run_id, target.name, probe)
+    results.save_probe(run_id, target.name, probe.doc)
     results.save_profile(run_id, {"name": prof.name, "source": prof.source, "recipes": list(prof.recipes),
                                   "bench": prof.bench.to_dict(), "select": {
                                       "objective": prof.select.objective,
@@ -501,7 +500,7 @@ def _record_run(ctx: BuildContext, target: Target, prof: Profile, device: Device
         results.link_variant(run_id, target.name, v.id, m.store_id if m else None)
     selection = select(variants, measured, prof.select)
     results.save_decisions(run_id, target.name, selection.decisions())  # as decided now, for every later report
-    return RunResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built}, selection, probe)
+    return RunResult(target.name, ctx.spec.name, run_id, variants, {v.id: c for v, c in built}, selection, probe.doc)
 
 
 def check_bench_inputs(doc: dict[str, Any], feeds: dict[str, np.ndarray] | None, target: str) -> None:
@@ -790,9 +789,8 @@ def check_target(target: Target) -> TargetCheck:
 
     with connect(target) as device:
         probe = device.probe()
-    cpu = probe.get("cpu", {})
-    types, why = int8_types(tuple(cpu["isa"]) if isinstance(cpu.get("isa"), list) else None)
-    return TargetCheck(target.name, probe, capability_warnings(target, probe), types, why)
+    types, why = int8_types(probe.isa)
+    return TargetCheck(target.name, probe.doc, capability_warnings(target, probe), types, why)
 
 
 @dataclass(frozen=True)

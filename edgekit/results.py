@@ -398,9 +398,6 @@ def check_store(path: Path) -> None:
         store.check_writable()
 
 
-STORED_SAMPLES = 10**7  # bench documents were capped when stored; this bounds only the re-check
-
-
 def _measurement(row: sqlite3.Row) -> Measurement:
     """The row as a Measurement, its document checked again as when it came from the device: a
     row an older edgekit stored unchecked (a string where a figure belongs, -inf) comes back as a
@@ -408,11 +405,12 @@ def _measurement(row: sqlite3.Row) -> Measurement:
     try:
         doc = json.loads(row["document"])
         if row["status"] == "ok":
-            documents.validate("bench", doc, row["target"], STORED_SAMPLES)
+            documents.stored(doc, row["target"])
         elif not isinstance(doc, dict):
             raise ValueError(f"the document is {type(doc).__name__}, not an object")
     except (ValueError, RecursionError, DeviceError) as exc:
         reason = str(exc).split(": the device's answer")[0].removeprefix(f"target {row['target']}: ")
+        reason = reason.removeprefix("stored.")
         return Measurement(target=row["target"], variant_id=row["variant_id"], sha256=row["sha256"], status="failed",
                            error_kind="bad_document",
                            error_message=f"stored measurement {row['id']} is left out: {reason[:200]}. Fix: measure "

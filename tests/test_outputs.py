@@ -248,7 +248,7 @@ def test_the_agent_benches_and_runs_executorch_on_local_with_the_hosts_outputs(b
     host = outputs("executorch", Path(v.path), data, ctx.spec)
     target = Target(name="local", transport="local", workdir=str(tmp_path / "device"))
     with connect(target) as device:
-        assert "error" not in device.probe()["runtimes"]["executorch"]
+        assert device.probe().usable("executorch")
         remote = device.push(v)
         doc = device.bench(v, remote, BenchSettings(warmup_s=0.02, min_runs=20, min_s=0.05, max_s=5, power="off"))
         on_device = device.run(v, remote, list(batches(data, ctx.spec)))

@@ -73,3 +73,29 @@ def test_an_undocumented_kind_cannot_be_raised_or_sent():
     with pytest.raises(AssertionError):
         AgentError("something_else", "x")
     assert error_doc("busy", "held")["error"] == {"kind": "busy", "message": "held"}
+
+
+def test_a_probe_is_read_by_name_from_the_real_agents_document(tmp_path):
+    """The real agent's probe of this machine, read as the host reads it; another schema or command
+    is refused by the record itself."""
+    import json
+    import subprocess
+    import sys
+
+    import pytest
+
+    from edgekit.agent.protocol import Probe
+    from edgekit.bundle import write_agent
+    from edgekit.documents import validate
+
+    agent = write_agent(tmp_path / "agent.pyz")
+    doc = json.loads(subprocess.run([sys.executable, str(agent), "probe"], capture_output=True, text=True,
+                                    timeout=120, check=True).stdout)
+    probe = Probe.from_dict(validate("probe", doc, "here"))
+    assert probe.arch == doc["arch"] and probe.cores == doc["cores"]["usable"] and probe.numpy == doc["numpy"]
+    assert probe.isa == tuple(doc["cpu"]["isa"]) and probe.python == doc["python"]["version"]
+    assert probe.usable("onnxruntime") and not probe.usable("no-such-runtime") and probe.doc is doc
+    assert probe.emulated is False
+    for bad in ({**doc, "schema": 2}, {**doc, "command": "bench"}, [doc]):
+        with pytest.raises(ValueError, match="not a schema-1 probe"):
+            Probe.from_dict(bad)

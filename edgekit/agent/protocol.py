@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, fields
-from typing import List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
 
 SCHEMA = 1
 
@@ -71,6 +71,53 @@ class BenchRequest:
     def from_args(cls, args: object) -> "BenchRequest":
         """From `edgekit-agent bench`'s parsed options (argparse names them as the fields)."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def _section(doc: dict, key: str) -> dict:
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the host decides from a device's `probe` document, by name rather than by string key.
+
+    The int8 defaults (`isa`), which recipes can run (`runtimes`), whether models can run at all
+    (`numpy`), what keys a measurement's settings (`arch`, `cpu_model`, `cores`, `python`) and
+    whether timings are real (`emulated`). `doc` is the whole document, kept for the store and the
+    report. `from_dict` takes a document the host has checked (edgekit.documents); it refuses
+    another schema or command itself, so no caller can read one by mistake.
+    """
+
+    doc: Dict[str, Any]
+    arch: Optional[str] = None
+    cpu_model: Optional[str] = None
+    isa: Optional[Tuple[str, ...]] = None  # None: the probe could not tell
+    cores: Optional[int] = None
+    python: Optional[str] = None
+    numpy: Optional[str] = None
+    runtimes: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # installed, usable or with "error"
+    warnings: Tuple[str, ...] = ()
+    emulation: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.emulation.get("emulated"))
+
+    def usable(self, runtime: str) -> bool:
+        return runtime in self.runtimes and "error" not in self.runtimes[runtime]
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any]) -> "Probe":
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or doc.get("command", "probe") != "probe":
+            raise ValueError("not a schema-{} probe document".format(SCHEMA))
+        cpu = _section(doc, "cpu")
+        isa = cpu.get("isa")
+        return cls(doc=doc, arch=doc.get("arch"), cpu_model=cpu.get("model"),
+                   isa=tuple(isa) if isinstance(isa, list) else None,
+                   cores=_section(doc, "cores").get("usable"), python=_section(doc, "python").get("version"),
+                   numpy=doc.get("numpy"), runtimes=dict(_section(doc, "runtimes")),
+                   warnings=tuple(doc.get("warnings") or ()), emulation=_section(doc, "emulation"))
 
 
 class AgentError(Exception):

@@ -454,6 +454,12 @@ def load_target(name: str) -> Target:
     port = doc.number("port", default=0, minimum=0, integer=True) or None
     if port is not None and port > 65535:
         raise doc.fail("port", f"{port} is not a TCP port", "use 1-65535")
+    workdir = doc.text("workdir", default="~/.edgekit")
+    if workdir.startswith("~") and workdir != "~" and not workdir.startswith("~/"):
+        # sftp would take `~bob/x` as a folder named "~bob" under the login directory, the agent
+        # as bob's home: one workdir must mean one place for every command
+        raise doc.fail("workdir", f"{workdir!r}: a ~user path means different places to sftp and to the agent",
+                       f"write it as an absolute path (e.g. /home/{workdir[1:].split('/')[0]}/...) or as ~/...")
     return Target(
         name=path.stem,
         transport=transport,
@@ -461,7 +467,7 @@ def load_target(name: str) -> Target:
         user=doc.text("user"),
         port=port,
         python=doc.text("python"),
-        workdir=doc.text("workdir", default="~/.edgekit"),
+        workdir=workdir,
         arch=doc.text("arch"),
         runtimes=doc.str_list("runtimes"),
         power=_power_choice(doc) if "power" in doc.data else None,

@@ -123,6 +123,20 @@ def test_ssh_target_needs_host(workdir):
         load_target("pi")
 
 
+@pytest.mark.parametrize("value, ok", [("~/.edgekit", True), ("~", True), ("/srv/edgekit", True),
+                                       ("edgekit", True), ("~bob/edgekit", False), ("~bob", False)])
+def test_a_workdir_means_one_place_for_every_command(workdir, value, ok):
+    """`~user/...` is refused: sftp reads it relative to the login directory, the agent as user's home."""
+    (workdir / "targets").mkdir(exist_ok=True)
+    (workdir / "targets" / "pi.toml").write_text(f'host = "pi"\nworkdir = "{value}"\n')
+    if ok:
+        assert load_target("pi").workdir == value
+    else:
+        with pytest.raises(SpecError, match=r"pi.toml: workdir: .*a ~user path means different places.*Fix: "
+                                            r"write it as an absolute path \(e.g. /home/bob/...\) or as ~/"):
+            load_target("pi")
+
+
 def _spec(tmp_path, inputs: str, extra: str = ""):
     from edgekit.config import load_model_spec
 

@@ -29,12 +29,13 @@ from typing import Sequence
 
 import paramiko
 
-from ..errors import DeviceError, TransportError
+from ..errors import DeviceError, SpecError, TransportError
 from . import Completed, Progress
 
 DEFAULT_PORT = 22
 KEEPALIVE_S = 15
 RETRIES = 3          # connection attempts on transient failures
+MAX_HOPS = 8         # a ProxyJump chain longer than this is a loop in the config, not a network
 BACKOFF_S = 0.5      # first pause between attempts; doubles each time
 
 
@@ -74,8 +75,56 @@ class Endpoint:
         return f"{self.user}@{self.hostname}:{self.port}"
 
 
-def resolve(host: str, user: str | None = None, port: int | None = None) -> Endpoint:
-    """Apply ~/.ssh/config to `host` (an address or an alias). Explicit user/port win, as with ssh -l/-p."""
+@dataclass(frozen=True)
+class Hop:
+    """One host of a ProxyJump chain, as written: `[user@]host[:port]` or `ssh://[user@]host[:port]`."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and self.port else self.host
+        return (f"{self.user}@" if self.user else "") + host + (f":{self.port}" if self.port else "")
+
+
+def parse_proxy_jump(value: str, where: str) -> list[Hop]:
+    """The hops of a ProxyJump value in the order ssh takes them (ssh_config(5): a comma-separated
+    list, each `[user@]host[:port]` or an ssh:// URI). A malformed value is the user's to fix: a
+    SpecError naming the key, the value and `where` it was written."""
+    hops = []
+    for raw in value.split(","):
+        text = raw.strip()
+        if text.startswith("ssh://"):
+            text = text[len("ssh://"):].rstrip("/")
+        user, _, rest = text.rpartition("@")
+        port_text = None
+        if rest.startswith("["):
+            host, _, tail = rest[1:].partition("]")
+            if tail:
+                port_text = tail[1:] if tail.startswith(":") else tail
+        elif rest.count(":") == 1:
+            host, port_text = rest.split(":")
+        else:
+            host = rest
+        problem = None
+        if not host:
+            problem = f"hop {raw.strip()!r} names no host"
+        elif any(c.isspace() or c in "/@[]" for c in host) or any(c.isspace() for c in user):
+            problem = f"hop {raw.strip()!r} is not [user@]host[:port]"
+        elif port_text is not None and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+            problem = f"hop {raw.strip()!r} has port {port_text!r}, not a number from 1 to 65535"
+        if problem:
+            raise SpecError(f"{where}: ProxyJump {value!r}: {problem}. Fix: write ProxyJump [user@]host[:port] "
+                            f"(several hops separated by commas), or none")
+        hops.append(Hop(host, user or None, int(port_text) if port_text else None))
+    return hops
+
+
+def resolve(host: str, user: str | None = None, port: int | None = None, proxy_jump: str | None = None
+            ) -> Endpoint:
+    """Apply ~/.ssh/config to `host` (an address or an alias). Explicit user/port win, as with ssh -l/-p;
+    an explicit `proxy_jump` (the rest of a chain this host is a hop of) wins over the host's own."""
     config = paramiko.SSHConfig()
     path = Path.home() / ".ssh" / "config"
     if path.is_file():
@@ -86,10 +135,14 @@ def resolve(host: str, user: str | None = None, port: int | None = None) -> Endp
     entry = config.lookup(host)
     try:
         port = port or int(entry.get("port", DEFAULT_PORT))
+        if not 0 < port < 65536:
+            raise ValueError(port)
     except ValueError:
-        raise TransportError(f"{path}: Port {entry.get('port')!r} for {host} is not a number. "
-                             f"Fix: correct it in your ssh config") from None
-    jump = entry.get("proxyjump")
+        raise SpecError(f"{path}: Port {entry.get('port')!r} for {host} is not a port number (1 to 65535). "
+                        f"Fix: correct it in your ssh config") from None
+    jump = proxy_jump if proxy_jump is not None else entry.get("proxyjump")
+    if jump and jump.lower() != "none":
+        parse_proxy_jump(jump, f"{path} (Host {host})")  # a malformed value stops here, before any connection
     return Endpoint(
         alias=host,
         hostname=entry.get("hostname", host),
@@ -133,9 +186,10 @@ class SSHTransport:
     name = "ssh"
 
     def __init__(self, target_name: str, host: str, user: str | None = None, port: int | None = None,
-                 connect_timeout: float = 10.0, retries: int = RETRIES, keepalive: int = KEEPALIVE_S) -> None:
+                 connect_timeout: float = 10.0, retries: int = RETRIES, keepalive: int = KEEPALIVE_S,
+                 proxy_jump: str | None = None) -> None:
         self.target = target_name
-        self.endpoint = resolve(host, user, port)
+        self.endpoint = resolve(host, user, port, proxy_jump)
         self.connect_timeout = connect_timeout
         self.retries = max(1, retries)
         self.keepalive = keepalive
@@ -175,17 +229,13 @@ class SSHTransport:
         ep = self.endpoint
         if ep.proxy_jump:
             if self._jump is None:
-                self._jump = SSHTransport(f"{self.target} (jump host {ep.proxy_jump})", _jump_host(ep.proxy_jump)[0],
-                                          port=_jump_host(ep.proxy_jump)[1], connect_timeout=self.connect_timeout,
-                                          retries=self.retries)
-                user = _jump_host(ep.proxy_jump)[2]
-                if user:
-                    self._jump.endpoint.user = user
+                self._jump = self._last_hop(ep.proxy_jump)
             try:
                 return self._jump._connection().open_channel("direct-tcpip", (ep.hostname, ep.port), ("127.0.0.1", 0),
                                                              timeout=self.connect_timeout)
             except paramiko.ChannelException as exc:
-                raise _Transient(f"jump host {ep.proxy_jump} cannot reach {ep.hostname}:{ep.port} ({exc})") from None
+                raise _Transient(f"jump host {self._jump.endpoint.alias} cannot reach {ep.hostname}:{ep.port} "
+                                 f"({exc})") from None
         try:
             return socket.create_connection((ep.hostname, ep.port), timeout=self.connect_timeout)
         except ConnectionRefusedError:
@@ -202,6 +252,20 @@ class SSHTransport:
                 raise _Transient(f"cannot reach {ep.hostname}:{ep.port}: {exc.strerror}") from None
             raise TransportError(f"target {self.target}: cannot connect to {ep.hostname}:{ep.port}: {exc.strerror}. "
                                  f"Fix: check host and port in {self._where()}") from None
+
+    def _last_hop(self, chain: str) -> SSHTransport:
+        """The transport to the chain's last host, itself reached through the hosts before it: for
+        `ProxyJump a,b`, b through a, as ssh does. Each hop's own ~/.ssh/config entry applies
+        (HostName, User, Port, IdentityFile), and every hop's host key is verified like a target's."""
+        hops = parse_proxy_jump(chain, f"~/.ssh/config (Host {self.endpoint.alias})")
+        depth = self.target.count(" (jump host ")
+        if depth + len(hops) > MAX_HOPS:
+            raise SpecError(f"target {self.target}: ProxyJump leads through more than {MAX_HOPS} hosts: a loop in "
+                            f"~/.ssh/config? Fix: check the ProxyJump lines of the hosts it names")
+        last, before = hops[-1], hops[:-1]
+        return SSHTransport(f"{self.target} (jump host {last})", last.host, last.user, last.port,
+                            self.connect_timeout, self.retries, self.keepalive,
+                            proxy_jump=",".join(str(h) for h in before) if before else None)
 
     def _where(self) -> str:
         return "the target file or ~/.ssh/config"
@@ -531,20 +595,6 @@ class SSHSession:
             pass
         finally:
             _close_quietly(self.channel)
-
-
-def _jump_host(spec: str) -> tuple[str, int | None, str | None]:
-    """First hop of a ProxyJump value `[user@]host[:port][,more]` (further hops are the jump's own config)."""
-    first = spec.split(",")[0].strip()
-    user, _, rest = first.rpartition("@")
-    host, port = rest, None
-    if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
-        port = int(tail[1:]) if tail.startswith(":") else None
-    elif rest.count(":") == 1:
-        host, p = rest.split(":")
-        port = int(p)
-    return host, port, user or None
 
 
 def _close_quietly(channel: paramiko.Channel) -> None:

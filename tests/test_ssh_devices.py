@@ -239,10 +239,11 @@ def test_agent_killed_during_a_benchmark_fails_only_that_variant(ssh_devices, wo
                     cmd = proc.cmdline()
                 except psutil.Error:
                     continue
-                if "bench" in cmd and "--artifact" in cmd:
+                artifact = [a for a in cmd if a.startswith("--artifact=")]  # BenchRequest.to_argv's form
+                if "bench" in cmd and artifact:
                     time.sleep(0.5)  # let it get into the measuring loop
                     proc.kill()
-                    killed.append(cmd[cmd.index("--runtime") - 2])
+                    killed.append(artifact[0].partition("=")[2])
                     return
             time.sleep(0.05)
 

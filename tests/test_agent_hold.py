@@ -63,3 +63,20 @@ def test_lock_is_exclusive_names_its_holder_and_dies_with_it(python, agent, tmp_
     assert json.loads(second.stdout.readline())["acquired"]
     second.stdin.close()  # the normal release: end of stdin
     assert second.wait(10) == 0
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_accept_deletes_only_an_upload_never_another_path(python, agent, tmp_path):
+    """A failed check deletes the source; so the source must be an upload's temporary name, and a
+    link named like one is left alone (unlink would remove the link, not what it points to, but
+    nothing of a link is edgekit's to remove)."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep")
+    code, doc = call(python, agent, "accept", "--source", str(precious), "--dest", str(tmp_path / "d"),
+                     "--sha256", "0" * 64)
+    assert code == 3 and doc["error"]["kind"] == "bad_request" and precious.read_text() == "keep"
+    link = tmp_path / ".m.onnx.upload-2"
+    link.symlink_to(precious)
+    code, doc = call(python, agent, "accept", "--source", str(link), "--dest", str(tmp_path / "d"),
+                     "--sha256", "0" * 64)
+    assert code == 3 and link.is_symlink() and precious.read_text() == "keep"

@@ -135,3 +135,17 @@ def test_a_bad_keep_days_is_exit_2_and_touches_nothing(device_workdir, days):
     proc = run_cli("gc", "--target", "local", "--keep-days", days)
     assert proc.returncode == 2 and "--keep-days" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert (root / "deployments/m/.staging-v4-abc123").exists() and (root / "tmp/out-0123-4567.npz").exists()
+
+
+def test_gc_refuses_a_workdir_that_is_not_edgekits(tmp_path):
+    """gc deletes: a target whose workdir points at a home or / must not have its tmp/ emptied."""
+    agent = write_agent(tmp_path / "agent.pyz")
+    elsewhere = tmp_path / "home-of-someone"
+    (elsewhere / "tmp").mkdir(parents=True)
+    (elsewhere / "tmp" / "notes.txt").write_text("mine")
+    done = subprocess.run([sys.executable, str(agent), "gc", "--workdir", str(elsewhere), "--keep-days", "0"],
+                          capture_output=True, text=True, timeout=60)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 3 and doc["error"]["kind"] == "bad_request" and "not an edgekit workdir" in \
+        doc["error"]["message"]
+    assert (elsewhere / "tmp" / "notes.txt").read_text() == "mine"

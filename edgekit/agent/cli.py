@@ -22,6 +22,12 @@ VERSION = "1"
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse that answers only with documents: no --help page on stdout, no exit of its own."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["add_help"] = False  # --help would print text where the host reads one JSON document
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse would print usage and exit 2 with no JSON
         raise AgentError("bad_request", message)
 

@@ -102,6 +102,11 @@ def collect(workdir: str, keep_days: float, dry_run: bool = False, now: Optional
     if not keep_days >= 0:
         raise AgentError("bad_request", "--keep-days must be a number of days >= 0, not {}".format(keep_days))
     root = os.path.expanduser(workdir)
+    if not any(os.path.isdir(os.path.join(root, d)) and not os.path.islink(os.path.join(root, d))
+               for d in ("agent", "deployments", "artifacts")):
+        # gc deletes; a workdir set to the wrong place (/, a home) must not have its tmp/ emptied
+        raise AgentError("bad_request", "{} is not an edgekit workdir (no agent/, deployments/ or artifacts/ "
+                                        "in it): nothing removed; check the target's workdir".format(root))
     cutoff = (time.time() if now is None else now) - keep_days * DAY_S
     plan = _Plan(dry_run)
     in_use: Set[str] = set()

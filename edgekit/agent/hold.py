@@ -97,13 +97,14 @@ def accept(source: str, dest: str, sha256: str) -> dict:
     """Rename an uploaded file into place once its sha256 matches; a mismatch deletes it."""
     source = os.path.expanduser(source)
     dest = os.path.expanduser(dest)
+    if ".upload-" not in os.path.basename(source):
+        # a failed check deletes the source: only ever an upload's temporary name, never any path
+        raise AgentError("bad_request", "accept takes an upload (a name with .upload- in it), not {}".format(source))
     try:
         verified(source, sha256)
     except AgentError:
-        try:
+        if os.path.isfile(source) and not os.path.islink(source):
             os.unlink(source)
-        except OSError:
-            pass
         raise
     try:
         os.replace(source, dest)

@@ -129,10 +129,25 @@ class AgentError(Exception):
 
 
 def render(doc: dict) -> str:
-    """One document as the line `emit` writes (the session sends the same text inside its answer)."""
+    """One document as the line `emit` writes (the session sends the same text inside its answer).
+
+    Strict JSON: a non-finite float (a NaN from a sensor or a division) becomes null, since `NaN`
+    and `Infinity` are not JSON and strict parsers refuse the whole document for them."""
     doc = dict(doc)
     doc.setdefault("schema", SCHEMA)
-    return json.dumps(doc, default=_plain) + "\n"
+    return json.dumps(_finite(doc), default=_plain, allow_nan=False) + "\n"
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _finite(value.tolist())
+    return value
 
 
 def error_doc(kind: str, message: str) -> dict:

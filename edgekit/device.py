@@ -407,11 +407,13 @@ class Device:
         except Exception:
             pass
 
-    def install(self, variant: Variant, remote: str) -> dict[str, Any]:
+    def install(self, model: str, variant: Variant, remote: str) -> dict[str, Any]:
+        """Stage `variant` as a deployment of `model`: the name being deployed, which need not be
+        the one the cached artifact was first built under (the cache is keyed by content)."""
         meta = json.dumps({"recipe": variant.recipe, "format": variant.format, "precision": variant.precision,
                            "runtime": variant.runtime, "inputs": variant.inputs})
         return self._with_artifact(variant, remote, lambda path: self.agent(
-            "install", "--workdir", self.target.workdir, "--model", variant.model, "--variant", variant.id,
+            "install", "--workdir", self.target.workdir, "--model", model, "--variant", variant.id,
             "--artifact", path, "--sha256", variant.sha256, "--meta", meta))
 
     def activate(self, model: str, variant_id: str) -> dict[str, Any]:

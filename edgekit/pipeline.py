@@ -614,7 +614,7 @@ def deploy(ctx: BuildContext, target: Target, prof: Profile, device: Device, wor
         events.stage(f"install on {target.name}", 3)
         events.step("stage")
         remote = device.push(variant)
-        staged = device.install(variant, remote)
+        staged = device.install(ctx.spec.name, variant, remote)
         events.step("smoke test")
         result.smoke = smoke_test(ctx, device, variant, staged["path"])
         if not result.smoke["passed"]:

@@ -214,3 +214,18 @@ def test_fewer_evaluation_samples_than_parity_samples_runs_them_all_with_a_note(
         " ".join(proc.stderr.split())
     doc = json.loads(run_cli(*args, "--json").stdout)
     assert doc["variants"][0]["device_parity"]["samples"] == 3
+
+
+def test_the_same_weights_under_another_name_deploy_under_that_name(workdir):
+    """The artifact cache is keyed by content, so the second name finds the first name's build;
+    the install must still go where the second name says."""
+    first = json.loads(deploy("--json").stdout)
+    proc = deploy("--json", "--name", "digits-b")
+    assert proc.returncode == 0, proc.stderr
+    second = json.loads(proc.stdout)
+    assert second["model"] == "digits-b" and second["chosen"]
+    models = json.loads(run_cli("status", "--target", "local", "--json").stdout)["models"]
+    assert set(models) == {"digits-cnn", "digits-b"}
+    assert models["digits-b"]["current"] == second["chosen"] and "/deployments/digits-b/" in models["digits-b"]["path"]
+    assert models["digits-cnn"]["current"] == first["chosen"]
+    assert Path(models["digits-b"]["path"]).is_file()

@@ -290,7 +290,7 @@ def test_store_and_device_commands_import_no_model_framework(workdir, tmp_path, 
     _, variants = built
     with connect(load_target("local")) as device:  # two real deployments, so rollback has work
         for v in (variants["onnx:fp32"], variants["onnx:int8-static"]):
-            device.install(v, device.push(v))
+            device.install(v.model, v, device.push(v))
             device.activate(v.model, v.id)
 
     commands = [

@@ -85,3 +85,23 @@ def test_compress_leaves_the_context_it_was_handed_as_it_was(built, tmp_path):
     compress(ctx, ("onnx:fp32",), workspace, techniques=other)
     compress(ctx, ("onnx:fp32",), workspace, techniques=other, isa=("avx2",), max_accuracy_drop=0.5)
     assert (ctx.techniques, ctx.isa, ctx.max_accuracy_drop) == before
+
+
+def test_a_build_killed_half_way_is_cleared_by_the_next_and_a_running_one_is_not(built, tmp_path):
+    import os
+    import time
+
+    ctx, _ = built
+    store = ArtifactStore(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    dead = tmp_path / ".build-999999999-abc"  # no such process: killed mid-build
+    alive = tmp_path / f".build-{os.getpid()}-def"  # this process: a build in progress
+    old_style = tmp_path / ".build-x1y2z3"  # an older edgekit's name, with no pid in it
+    for folder in (dead, alive, old_style):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half")
+    day_ago = time.time() - 2 * 86400
+    os.utime(old_style, (day_ago, day_ago))
+    v, _ = build_variant("onnx:fp32", ctx, store)
+    assert v.status == "ok"
+    assert not dead.exists() and not old_style.exists() and alive.exists()

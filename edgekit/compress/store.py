@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,19 @@ class ArtifactStore:
 
     def staging(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=self.root, prefix=".build-"))
+        self._remove_abandoned_builds()
+        return Path(tempfile.mkdtemp(dir=self.root, prefix=f".build-{os.getpid()}-"))
+
+    def _remove_abandoned_builds(self) -> None:
+        """Staging folders of builds whose process is gone (killed mid-build): each is named with
+        its builder's pid, so a build another edgekit is running on this cache is left alone."""
+        for folder in self.root.glob(".build-*"):
+            pid = folder.name.split("-")[1]
+            if pid.isdigit() and _running(int(pid)):
+                continue
+            if not pid.isdigit() and time.time() - folder.stat().st_mtime < 86400:
+                continue  # an older edgekit's folder without a pid: only once it is a day old
+            shutil.rmtree(folder, ignore_errors=True)
 
     def commit(self, staging: Path, variant: Variant) -> Variant:
         """Move a finished build into place atomically; a crash leaves only a `.build-*` folder."""
@@ -62,3 +75,13 @@ class ArtifactStore:
         os.replace(staging, final)
         variant.path = str(final / variant.file)
         return variant
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from . import documents
-from .errors import DeviceError
+from .errors import ConnectionLost, DeviceError
 from .transport import Completed, Session
 
 # Runs on the device's Python (any 3.x): the agent file must hash to the host's agent, else it
@@ -51,9 +51,8 @@ class AgentSession:
     def call(self, args: tuple[str, ...], timeout: float, max_stdout: int) -> Completed:
         """What the command printed and its exit code, as `Transport.run` would give them."""
         if self.broken:
-            raise DeviceError(f"target {self.target}: the agent session ended earlier ({self.broken}), and "
-                              f"the device lock with it; nothing more was run. Fix: run again",
-                              kind="agent_crashed")
+            raise ConnectionLost(f"target {self.target}: the agent session ended earlier ({self.broken}), and "
+                                 f"the device lock with it; nothing more was run. Fix: run again")
         self._next += 1
         request = {"id": self._next, "argv": list(args), "timeout": timeout, "max_stdout": max_stdout}
         self.session.write(json.dumps(request) + "\n")
@@ -63,11 +62,11 @@ class AgentSession:
             if line:
                 raise documents.unusable(self.target, f"the session's answer to {args[0]} is over "
                                       f"{2 * max_stdout + (1 << 20)} bytes")
-            last = _last_line(self.session.stderr())
-            raise DeviceError(f"target {self.target}: the agent session did not answer {args[0]} within "
-                              f"{timeout + REPLY_SLACK_S:.0f}s or ended ({last or 'no output'}); the device lock "
-                              f"is released. Fix: run again; if it persists, check the device",
-                              kind="agent_crashed")
+            last = _last_line(self.session.stderr()) or "the connection or the agent closed without a word"
+            raise ConnectionLost(f"target {self.target}: the agent session did not answer {args[0]} within "
+                                 f"{timeout + REPLY_SLACK_S:.0f}s or ended ({last}); the device lock went with it, "
+                                 f"so nothing more was done on the device. Fix: run again; if it persists, check "
+                                 f"the device and the network")
         try:
             doc = json.loads(line)
         except (ValueError, RecursionError):

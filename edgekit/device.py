@@ -191,6 +191,16 @@ class Device:
         with this run however it ends. In session mode that process is the agent session, which
         then answers every agent command of the block (one exec for the whole run).
         """
+        pinned = getattr(self.transport, "pinned", None)
+        if pinned is not None:
+            self.transport.pinned = True  # no silent reconnect while the lock is held
+        try:
+            yield from self._locked(holder, wait_s)
+        finally:
+            if pinned is not None:
+                self.transport.pinned = False
+
+    def _locked(self, holder: str, wait_s: float) -> Iterator[dict[str, Any]]:
         if self.session_mode:
             started = self._start_session(holder, wait_s)
             if started is not None:

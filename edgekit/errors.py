@@ -54,6 +54,15 @@ class TransportError(DeviceError):
         super().__init__(message, kind="transport")
 
 
+class ConnectionLost(TransportError):
+    """The connection, or the agent session holding the device lock, is gone mid-run. Never one
+    variant's failure: the lock went with it, so the run stops and nothing more touches the device."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.kind = "connection_lost"
+
+
 class SelectionError(EdgekitError):
     """No variant satisfies the profile's constraints."""
 

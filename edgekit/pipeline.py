@@ -29,7 +29,7 @@ from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, capability_warnings, connect, holder_name
 from .graph import describe_onnx
-from .errors import DeviceError, EdgekitError, ModelError, SelectionError, SpecError, TransportError, UsageError
+from .errors import ConnectionLost, DeviceError, EdgekitError, ModelError, SelectionError, SpecError, TransportError, UsageError
 from .model import (batches, check_model_accepts_inputs, example_inputs, generated_dataset, import_entry,
                     load_data, load_torch_model, reference_outputs, weights_digest)
 from .records import Measurement, Variant
@@ -349,6 +349,8 @@ def _measure_all(device: Device, variants: list[Variant], settings: BenchSetting
     for v in variants:
         try:
             remotes[v.id] = device.push(v)
+        except ConnectionLost:
+            raise  # the lock is gone: nothing more may happen on the device
         except DeviceError as exc:
             failed[v.id] = _failed(target, v, key, exc.kind, str(exc))
     n, each = settings.rounds, round_settings(settings)
@@ -362,6 +364,8 @@ def _measure_all(device: Device, variants: list[Variant], settings: BenchSetting
             started = time.time()
             try:
                 doc = bench_once(device, v, remotes[v.id], each, inputs)
+            except ConnectionLost:
+                raise
             except DeviceError as exc:
                 failed[v.id] = _failed(target, v, key, exc.kind, str(exc))
                 continue

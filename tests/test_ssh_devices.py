@@ -325,3 +325,48 @@ def test_smoke_test_failing_on_the_device_keeps_the_previous_deployment(ssh_devi
     assert info.value.kind == "smoke_failed" and "previous deployment stays current" in str(info.value)
     status = _json(run_cli("status", "--target", "jetson-like", "--json"))["models"]["digits-cnn"]
     assert status["current"] == first["chosen"]
+
+
+def test_a_connection_lost_mid_run_ends_it_without_reconnecting_or_installing(ssh_devices, workdir, edgekit):
+    """The device's end of the connection dies during a benchmark: the lock went with it, so the run
+    stops there (exit 3 through the CLI's handler) instead of failing one variant, reconnecting and
+    going on to install another."""
+    from edgekit.errors import ConnectionLost
+
+    jetson = ssh_devices("jetson-like")
+    (workdir / "profiles" / "slow.toml").write_text(
+        (workdir / "profiles" / "fast.toml").read_text().replace("min_s = 0.1", "min_s = 3.0"))
+    cut: list[int] = []
+
+    def cut_the_connection():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not cut:
+            procs = jetson.processes()
+            try:
+                benching = any("bench" in p.cmdline() for p in procs)
+            except psutil.Error:
+                benching = False
+            if benching:
+                time.sleep(0.5)
+                for p in procs:  # the per-connection sshd processes, not the listener
+                    try:
+                        if p.cmdline() and p.cmdline()[0].startswith("sshd:"):
+                            p.kill()
+                            cut.append(p.pid)
+                    except psutil.Error:
+                        pass
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=cut_the_connection)
+    watcher.start()
+    with pytest.raises(ConnectionLost) as info:
+        edgekit.run("deploy", "jetson-like", "slow")
+    watcher.join(10)
+    assert cut
+    message = str(info.value)
+    assert info.value.exit_code == 3 and "lock went with it" in message and "Fix: " in message, message
+    assert not jetson.device_path(".edgekit/deployments").exists() or \
+        not list(jetson.device_path(".edgekit/deployments").rglob("current")), "nothing installed"
+    time.sleep(0.5)
+    assert not [c for c in jetson.live_commands() if "edgekit-agent" in c], "no reconnect, nothing left running"

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import paramiko
 
-from ..errors import DeviceError, SpecError, TransportError
+from ..errors import ConnectionLost, DeviceError, SpecError, TransportError
 from . import Completed, Progress
 
 DEFAULT_PORT = 22
@@ -196,6 +196,10 @@ class SSHTransport:
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._jump: SSHTransport | None = None
+        # Set while a device lock is held over this connection (Device.locked): a connection that
+        # drops then is not silently made again, since the lock did not survive it.
+        self.pinned = False
+        self._lost_reason: str | None = None
 
     # ------------------------------------------------------------------ connecting
 
@@ -210,10 +214,16 @@ class SSHTransport:
             if live is not None and live.is_active():
                 return live
             self._drop()
+            self._lost_reason = self._lost_reason or "the connection closed"
+        if self.pinned and self._lost_reason:
+            raise ConnectionLost(f"target {self.target}: {self._lost_reason}; the device lock went with it, so "
+                                 f"nothing more was done on the device. Fix: check the device and the network, "
+                                 f"then run again: measurements already taken are kept")
         delay, last = BACKOFF_S, ""
         for attempt in range(self.retries):
             try:
                 self._client = self._connect_once()
+                self._lost_reason = None
                 live = self._client.get_transport()
                 live.set_keepalive(self.keepalive)
                 return live
@@ -366,9 +376,14 @@ class SSHTransport:
 
     def _lost(self, doing: str, exc: BaseException) -> TransportError:
         self._drop()
-        return TransportError(f"target {self.target}: the connection to {self.endpoint.hostname} was lost while "
-                              f"{doing} ({exc or type(exc).__name__}). Fix: check the device and network, then run "
-                              f"again: completed steps are kept")
+        self._lost_reason = (f"the connection to {self.endpoint.hostname} was lost while {doing} "
+                             f"({exc or type(exc).__name__})")
+        if self.pinned:
+            return ConnectionLost(f"target {self.target}: {self._lost_reason}; the device lock went with it, so "
+                                  f"nothing more was done on the device. Fix: check the device and the network, then "
+                                  f"run again: measurements already taken are kept")
+        return TransportError(f"target {self.target}: {self._lost_reason}. Fix: check the device and network, then "
+                              f"run again: completed steps are kept")
 
     def _channel(self, argv: Sequence[str]) -> tuple[paramiko.Channel, str]:
         command = " ".join(shlex.quote(str(a)) for a in argv)

@@ -318,8 +318,9 @@ class Device:
         if not force and self.transport.exists(remote):
             return remote
         for attempt in range(2):
+            # named by the content, so a cut-off upload's `.part` is continued by the next run
             upload = remote_path(self.target.workdir, "artifacts", variant.sha256,
-                                 f".{variant.file}.upload-{secrets.token_hex(4)}")
+                                 f".{variant.file}.upload-{variant.sha256[:16]}")
             self._put(variant.path, upload, variant.file)
             try:
                 self.agent("accept", "--source", upload, "--dest", remote, "--sha256", variant.sha256)
@@ -381,7 +382,7 @@ class Device:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "inputs.npz"
             local.write_bytes(data)
-            upload = remote_path(self.target.workdir, "inputs", f".upload-{secrets.token_hex(4)}.npz")
+            upload = remote_path(self.target.workdir, "inputs", f".upload-{digest[:16]}.npz")
             self._put(str(local), upload, label)
             self.agent("accept", "--source", upload, "--dest", remote, "--sha256", digest)
         return remote

@@ -168,7 +168,7 @@ def test_connection_dropped_mid_upload_leaves_nothing_and_a_retry_succeeds(ssh_d
     folder = device.device_path("artifacts")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until bytes are arriving, then pull the plug
-        parts = list(folder.glob(".big.bin.*.part")) if folder.is_dir() else []
+        parts = list(folder.glob(".big.bin*.part")) if folder.is_dir() else []
         if parts and parts[0].stat().st_size > (4 << 20):
             break
         time.sleep(0.01)

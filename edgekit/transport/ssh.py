@@ -18,10 +18,11 @@ import getpass
 import hashlib
 import os
 import posixpath
-import secrets
 import select
 import shlex
 import socket
+import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,21 +480,58 @@ class SSHTransport:
                               f"on the device or set the target's workdir to a writable folder")
 
     def put(self, local: str, remote: str, progress: Progress | None = None) -> None:
-        """Upload to a temporary name, then rename: a reader never sees a partial file."""
+        """Upload to `.<name>.part`, then rename: a reader never sees a partial file.
+
+        A `.part` an earlier upload left (a lost link, an interrupt) is continued from its size
+        rather than sent again from byte 0; the file is used only once its sha256 is checked on
+        the device (the agent's `accept`), so a wrong resumed part is refused, not run. An upload
+        with no progress for `stall_seconds()` closes the connection and fails saying how far it
+        got, instead of waiting for TCP to give up (a quarter of an hour).
+        """
         path = self._rel(remote)
         parent, name = posixpath.split(path)
         sftp = self._sftp_client()
-        tmp = posixpath.join(parent, f".{name}.{secrets.token_hex(4)}.part")
+        tmp = posixpath.join(parent, f".{name}.part")
+        total = os.path.getsize(local)
+        watchdog = _Stall(self, stall_seconds())
         try:
             self._makedirs(sftp, parent)
-            sftp.put(local, tmp, callback=progress, confirm=True)
-            sftp.chmod(tmp, 0o600)  # sftp-server creates files with its umask (often 0644)
+            offset = self._resumable(sftp, tmp, total)
+            with open(local, "rb") as src, sftp.open(tmp, "ab" if offset else "wb") as dst:
+                sftp.chmod(tmp, 0o600)  # before any data: sftp-server creates files with its umask
+                dst.set_pipelined(True)
+                src.seek(offset)
+                watchdog.start(offset)
+                for chunk in iter(lambda: src.read(1 << 15), b""):
+                    dst.write(chunk)
+                    watchdog.sent += len(chunk)
+                    if progress is not None:
+                        progress(watchdog.sent, total)
+            if sftp.stat(tmp).st_size != total:
+                raise OSError(errno.EIO, f"size mismatch: {sftp.stat(tmp).st_size} of {total} bytes stored")
             sftp.posix_rename(tmp, path)
         except (paramiko.SSHException, EOFError, ConnectionError, socket.error) as exc:
+            if watchdog.stalled:
+                raise self._lost(f"uploading {name}: no progress for {watchdog.stall_s:g}s after "
+                                 f"{watchdog.sent} of {total} bytes", exc) from None
             if isinstance(exc, OSError) and not isinstance(exc, ConnectionError) and self._alive():
                 self._remove_quietly(sftp, tmp)
                 raise self._write_error(path, exc) from None
-            raise self._lost(f"uploading {name}", exc) from None
+            raise self._lost(f"uploading {name} ({watchdog.sent} of {total} bytes sent)", exc) from None
+        finally:
+            watchdog.stop()
+
+    def _resumable(self, sftp: paramiko.SFTPClient, part: str, total: int) -> int:
+        """How many bytes of an earlier, cut-off upload to keep: a plain file no longer than this
+        one; anything else under that name (a link, a longer file) is removed first."""
+        try:
+            st = sftp.lstat(part)
+        except FileNotFoundError:
+            return 0
+        if stat.S_ISREG(st.st_mode or 0) and 0 < (st.st_size or 0) <= total:
+            return int(st.st_size)
+        self._remove_quietly(sftp, part)
+        return 0
 
     def _alive(self) -> bool:
         transport = self._client.get_transport() if self._client else None
@@ -610,6 +648,49 @@ class SSHSession:
             pass
         finally:
             _close_quietly(self.channel)
+
+
+def stall_seconds() -> float:
+    """How long an upload may make no progress before it is given up (EDGEKIT_STALL_S, default 60)."""
+    try:
+        value = float(os.environ.get("EDGEKIT_STALL_S", "60"))
+    except ValueError:
+        value = 60.0
+    return value if value > 0 else 60.0
+
+
+class _Stall:
+    """Watches an upload's byte count; when it has not moved for `stall_s`, closes the connection,
+    which is what makes a write blocked on a dead link return."""
+
+    def __init__(self, owner: SSHTransport, stall_s: float) -> None:
+        self.owner, self.stall_s = owner, stall_s
+        self.sent = 0
+        self.stalled = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, sent: int) -> None:
+        self.sent = sent
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        seen, since = self.sent, time.monotonic()
+        while not self._stop.wait(min(0.5, self.stall_s / 4)):
+            if self.sent != seen:
+                seen, since = self.sent, time.monotonic()
+            elif time.monotonic() - since > self.stall_s:
+                self.stalled = True
+                client = self.owner._client
+                if client is not None:
+                    client.close()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
 
 
 def _close_quietly(channel: paramiko.Channel) -> None:

@@ -90,3 +90,11 @@ def test_error_lines_keep_brackets_and_drop_escapes(workdir):
     proc = run_cli("status", "--target", "nope[/x]\x1b[2J")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "\x1b" not in proc.stderr and "nope[/x]" in proc.stderr
+
+
+def test_report_markdown_prints_hostile_strings_as_text(hostile_db):
+    proc = run_cli("report", "--db", str(hostile_db), "--markdown", "--target", "local")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    for bad in ("\x1b", "\x9b", "\x07", "\u202e", "\x00"):
+        assert bad not in proc.stdout
+    assert "boom [/x] [bold]red evil next col" in proc.stdout

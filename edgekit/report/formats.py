@@ -14,7 +14,7 @@ from typing import Any
 from . import fmt
 from .compare import Comparison, Delta
 from .data import Report, TargetReport, VariantRow
-from .safe import strict_json
+from .safe import printable, strict_json
 
 # quantity -> decimals in JSON and CSV
 DECIMALS = {"ms": 4, "mb": 2, "w": 3, "mj": 4, "fraction": 5, "cv": 4}
@@ -95,8 +95,8 @@ def to_csv(report: Report) -> str:
 
 
 def md_table(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+    def cell(text: str) -> str:  # a device's error message can hold escape sequences: they go, as in tables
+        return printable(text).replace("|", "\\|")
 
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|"]
@@ -116,9 +116,9 @@ def to_markdown(report: Report) -> str:
                      {2, 4, 5, 6, 7}), ""]
     for t in report.targets:
         limits = ", ".join(f"{k} = {v:g}" for k, v in sorted(t.constraints.items())) or "none"
-        out += [f"### {t.target}", "",
-                f"Model {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
-                f"(objective {t.objective}; constraints {limits}).", ""]
+        out += [f"### {printable(t.target)}", "",
+                printable(f"Model {t.model or '?'}, run {t.run_id}, profile {t.profile or '?'} "
+                          f"(objective {t.objective}; constraints {limits})."), ""]
         rows = []
         for r in t.rows:
             mark = {"chosen": "★", "eligible": "", "rejected": "✗"}[r.status]
@@ -130,7 +130,7 @@ def to_markdown(report: Report) -> str:
         out += [md_table(["", "recipe", "size", "p50 ms", "median 95% CI", "p90 ms", "p99 ms", "peak RSS MB",
                           "power W", "energy mJ", "accuracy %", "drop pts", "decision"], rows,
                          set(range(2, 12))), ""]
-        out += [f"> {n}" for n in t.notes]
+        out += [f"> {printable(n)}" for n in t.notes]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -278,3 +278,15 @@ def test_per_command_mode_kills_a_timed_out_command_on_the_device_before_the_loc
             assert info.value.kind == "timeout" and "did not finish in 2s" in str(info.value), str(info.value)
             assert took < 15, f"the device stopped it at its timeout, not the host at timeout + slack ({took:.1f}s)"
             assert not [c for c in running() if str(fifo) in c], "killed before the lock is released"
+
+
+@pytest.mark.parametrize("flag, value", [("--min-s", "nan"), ("--warmup-s", "inf"), ("--max-s", "-1"),
+                                         ("--rate-hz", "0"), ("--min-runs", "-3")])
+def test_bench_figures_that_would_never_end_are_refused(tmp_path, flag, value):
+    """NaN compares false with every bound: `--min-s nan` would measure for ever."""
+    from edgekit.agent import cli as agent_cli
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    code, doc = agent_cli.answer(["bench", "--artifact", str(model), "--runtime", "onnxruntime", flag, value])
+    assert code == 3 and doc["error"]["kind"] == "bad_request" and flag in doc["error"]["message"], doc

@@ -8,6 +8,7 @@ each answer is the document the same command prints alone.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from typing import List, Optional, Tuple
@@ -32,6 +33,29 @@ class _Parser(argparse.ArgumentParser):
         raise AgentError("bad_request", message)
 
 
+def number(text: str) -> float:
+    """A duration, temperature or count of seconds: finite and not negative. NaN compares false
+    with every bound, so `--min-s nan` would measure for ever and `--warmup-s inf` never start."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("{!r} is not a finite number >= 0".format(text))
+    return value
+
+
+def rate(text: str) -> float:
+    value = number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("{!r} is not a rate > 0".format(text))
+    return value
+
+
+def count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("{!r} is not an integer >= 0".format(text))
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edgekit-agent", description="edgekit device agent")
     sub = p.add_subparsers(dest="command")
@@ -45,27 +69,27 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--artifact", required=True)
         sp.add_argument("--runtime", required=True)
         sp.add_argument("--sha256")
-        sp.add_argument("--threads", type=int, default=0)
+        sp.add_argument("--threads", type=count, default=0)
         sp.add_argument("--provider", default="auto",
                         help="onnxruntime execution provider: auto, cpu, cuda, tensorrt (or a full name)")
 
     b = sub.add_parser("bench")
     artifact_args(b)
     b.add_argument("--inputs")
-    b.add_argument("--warmup-s", type=float, default=0.5)
-    b.add_argument("--min-runs", type=int, default=50)
-    b.add_argument("--min-s", type=float, default=1.0)
-    b.add_argument("--max-s", type=float, default=30.0)
-    b.add_argument("--max-runs", type=int, default=1000000)
+    b.add_argument("--warmup-s", type=number, default=0.5)
+    b.add_argument("--min-runs", type=count, default=50)
+    b.add_argument("--min-s", type=number, default=1.0)
+    b.add_argument("--max-s", type=number, default=30.0)
+    b.add_argument("--max-runs", type=count, default=1000000)
     b.add_argument("--root", default="/", help="read device files under this root (tests)")
     b.add_argument("--power", default="auto", help="auto, off, or a sensor name")
-    b.add_argument("--power-interval-s", type=float, default=0.05)
-    b.add_argument("--idle-s", type=float, default=1.0, help="idle baseline before the window; 0 skips it")
-    b.add_argument("--cooldown-c", type=float, help="wait until the hottest thermal zone is at most this")
-    b.add_argument("--cooldown-max-s", type=float, default=300.0)
-    b.add_argument("--warmup-max-s", type=float, help="bound on warmup when latency does not settle "
+    b.add_argument("--power-interval-s", type=rate, default=0.05)
+    b.add_argument("--idle-s", type=number, default=1.0, help="idle baseline before the window; 0 skips it")
+    b.add_argument("--cooldown-c", type=number, help="wait until the hottest thermal zone is at most this")
+    b.add_argument("--cooldown-max-s", type=number, default=300.0)
+    b.add_argument("--warmup-max-s", type=number, help="bound on warmup when latency does not settle "
                    "(default: max(2, 4 x warmup-s))")
-    b.add_argument("--rate-hz", type=float, help="call at this fixed rate (a camera) instead of back to back")
+    b.add_argument("--rate-hz", type=rate, help="call at this fixed rate (a camera) instead of back to back")
 
     r = sub.add_parser("run")
     artifact_args(r)
@@ -86,13 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     lk = sub.add_parser("lock")  # holds the device lock until stdin closes
     lk.add_argument("--workdir", default="~/.edgekit")
     lk.add_argument("--holder", required=True)
-    lk.add_argument("--wait-s", type=float, default=0.0)
+    lk.add_argument("--wait-s", type=number, default=0.0)
     ls = sub.add_parser("lock-status")
     ls.add_argument("--workdir", default="~/.edgekit")
     se = sub.add_parser("session")  # the lock, then JSON-lines requests on stdin until it closes
     se.add_argument("--workdir", default="~/.edgekit")
     se.add_argument("--holder", required=True)
-    se.add_argument("--wait-s", type=float, default=0.0)
+    se.add_argument("--wait-s", type=number, default=0.0)
     se.add_argument("--python", help="the interpreter for bench and run children (the target's, as the "
                     "host names it; default: this one)")
     rm = sub.add_parser("remove")  # scratch files of an earlier command, never through a link

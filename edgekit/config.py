@@ -57,7 +57,8 @@ class _Table:
         self.section = section
 
     def fail(self, key: str, problem: str, fix: str) -> SpecError:
-        where = f"[{self.section}] {key}" if self.section else key
+        shown = key if key and key.isprintable() and key.strip() == key else repr(key)  # one line, no escapes
+        where = f"[{self.section}] {shown}" if self.section else shown
         return SpecError(f"{self.file}: {where}: {problem}. Fix: {fix}")
 
     def unknown_keys(self, allowed: set[str]) -> None:

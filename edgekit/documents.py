@@ -43,7 +43,7 @@ class _Checker:
         self.where = f"target {target}"
 
     def fail(self, path: str, problem: str) -> DeviceError:
-        return _fail(self.where, f"{path} {problem}")
+        return _fail(self.where, f"{_printable(path)} {problem}")
 
     # ------------------------------------------------------------------ the whole tree
 
@@ -118,6 +118,13 @@ class _Checker:
             return
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise self.fail(f"{path}.{key}", f"is {_shown(value)}, not a list of strings")
+
+
+def _printable(path: str) -> str:
+    """A field path holds keys the device chose: a newline or an escape sequence in one must
+    neither split the one-line message nor reach the terminal."""
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in path)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _shown(value: Any) -> str:

@@ -191,6 +191,15 @@ def test_probe_status_lock_and_error_documents(real):
     refused("version", {"schema": 1, "command": "version"}, "version.agent is None")
 
 
+def test_a_key_the_device_chose_cannot_split_the_message_or_reach_the_terminal(real):
+    probe = copy.deepcopy(real["probe"])
+    probe["runtimes"]["ort\nFAKE LINE\x1b[31m"] = "1.0"
+    with pytest.raises(DeviceError) as info:
+        documents.validate("probe", probe, "t")
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message, message
+    assert "probe.runtimes.ort\\nFAKE LINE\\x1b[31m is '1.0'" in message
+
 # --------------------------------------------------------------------------- a device that lies
 
 LIAR = '''#!{python}

@@ -116,6 +116,15 @@ def test_bad_profile(workdir, text, fragment):
     assert fragment in str(info.value) and "bad.toml" in str(info.value)
 
 
+def test_a_key_with_a_newline_or_escape_stays_on_one_line(workdir):
+    (workdir / "profiles" / "bad.toml").write_text('[build]\nrecipes = ["onnx:fp32"]\n[bench]\n"min_s\\nFAKE\\u001b[2J" = 1\n')
+    with pytest.raises(SpecError) as info:
+        load_profile("bad")
+    message = str(info.value)
+    assert "\n" not in message and "\x1b" not in message, message
+    assert "[bench] 'min_s\\nFAKE\\x1b[2J': unknown key" in message and "bad.toml" in message
+
+
 def test_ssh_target_needs_host(workdir):
     (workdir / "targets").mkdir()
     (workdir / "targets" / "pi.toml").write_text('user = "pi"\n')

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -20,6 +21,9 @@ from .config import available, check_name_flag, load_profile, load_target
 from .errors import SpecError
 from .report.output import emit, emit_json, err, out, say, show, write_whole
 from .report.safe import printable
+
+if TYPE_CHECKING:
+    from .pipeline import RunResult
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,12 +72,15 @@ def _run_one(target_name: str, profile_name: str, spec_args: tuple, home: Path, 
     with RichEvents(quiet=as_json) as events:
         result = run_target(target, prof, ws, model=spec, install=install, variant=variant, reuse=reuse,
                             wait_s=wait_s, events=events)
-    if as_json:
-        emit_json(result.to_dict())
-        return
-    show(run_summary(result, install, ws.db_path))
-    if not install and result.selection.chosen is None and not result.selection.emulated:
+    emit_json(result.to_dict()) if as_json else show(run_summary(result, install, ws.db_path))
+    if not install and _nothing_chosen(result):
         sys.exit(4)
+
+
+def _nothing_chosen(result: RunResult) -> bool:
+    """Exit 4 says "no variant meets the profile here", with or without --json, for one target or any
+    target of a fleet: a CI job reads the code, not the table. Emulated timings choose nothing by design."""
+    return result.selection.chosen is None and not result.selection.emulated
 
 
 def _run_fleet(names: list[str], profile_name: str, spec_args: tuple, home: Path, db: Path | None,
@@ -95,6 +102,8 @@ def _run_fleet(names: list[str], profile_name: str, spec_args: tuple, home: Path
     failed = [r for r in outcome.values() if isinstance(r, EdgekitError)]
     if failed:
         sys.exit(max(getattr(r, "exit_code", 1) for r in failed))
+    if any(_nothing_chosen(r) for r in outcome.values()):
+        sys.exit(4)
 
 
 @main.command()

@@ -224,7 +224,8 @@ def liar(workdir: Path, tmp_path: Path, field: str, value: str) -> str:
     python.write_text(LIAR.format(python=sys.executable, field=field, value=value))
     python.chmod(0o755)
     (workdir / "targets").mkdir(exist_ok=True)
-    (workdir / "targets" / "liar.toml").write_text(f'transport = "local"\npython = "{python}"\n')
+    device = tmp_path / "liar-device"  # its own workdir, so its own lock beside `local`
+    (workdir / "targets" / "liar.toml").write_text(f'transport = "local"\npython = "{python}"\nworkdir = "{device}"\n')
     return "liar"
 
 
@@ -242,6 +243,14 @@ def test_a_device_reporting_minus_infinity_gets_nothing_chosen(workdir, tmp_path
     proc = run_cli("check", "--target", target, "--max-p90-ms", "1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "PASS" not in proc.stdout and "FAIL" in proc.stdout and "bad_document" in proc.stdout
+
+    # The exit code says the same with --json, and for a fleet where any one target has nothing chosen.
+    proc = run_cli("profile", "--target", target, "--profile", "fast", "--json")
+    assert proc.returncode == 4 and json.loads(proc.stdout)["chosen"] is None, proc.stdout + proc.stderr
+    proc = run_cli("profile", "--target", target, "--target", "local", "--profile", "fast", "--json")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    chosen = {name: t["chosen"] for name, t in json.loads(proc.stdout)["targets"].items()}
+    assert chosen["liar"] is None and chosen["local"], chosen
 
 
 

@@ -200,6 +200,7 @@ class TestDevice:
         self.host_key = base / "host_key"
         self.log = base / "sshd.log"
         self.proc: subprocess.Popen | None = None
+        self.netns: str | None = None  # a network namespace to run sshd in (tests/links.py)
         self.user = ensure_user(persona.user, persona.login_dir)
         self._prepare()
 
@@ -298,7 +299,9 @@ Subsystem sftp internal-sftp
     def start(self, timeout: float = 10.0) -> TestDevice:
         os.makedirs("/run/sshd", exist_ok=True)
         log = open(self.log, "ab")
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", self._namespace_script()],
+        netns = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen(netns + ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                                              self._namespace_script()],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout

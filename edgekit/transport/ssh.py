@@ -22,6 +22,7 @@ import select
 import shlex
 import socket
 import stat
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -497,19 +498,29 @@ class SSHTransport:
         try:
             self._makedirs(sftp, parent)
             offset = self._resumable(sftp, tmp, total)
-            with open(local, "rb") as src, sftp.open(tmp, "ab" if offset else "wb") as dst:
-                sftp.chmod(tmp, 0o600)  # before any data: sftp-server creates files with its umask
-                dst.set_pipelined(True)
-                src.seek(offset)
-                watchdog.start(offset)
-                for chunk in iter(lambda: src.read(1 << 15), b""):
-                    dst.write(chunk)
-                    watchdog.sent += len(chunk)
-                    if progress is not None:
-                        progress(watchdog.sent, total)
+            with open(local, "rb") as src:
+                dst = sftp.open(tmp, "ab" if offset else "wb")  # not `with`: see KeyboardInterrupt below
+                try:
+                    sftp.chmod(tmp, 0o600)  # before any data: sftp-server creates files with its umask
+                    dst.set_pipelined(True)
+                    src.seek(offset)
+                    watchdog.start(offset)
+                    for chunk in iter(lambda: src.read(1 << 15), b""):
+                        dst.write(chunk)
+                        watchdog.sent += len(chunk)
+                        if progress is not None:
+                            progress(watchdog.sent, total)
+                except Exception:
+                    _close_file_quietly(dst)
+                    raise
+                dst.close()  # waits until the device has acknowledged every write
             if sftp.stat(tmp).st_size != total:
                 raise OSError(errno.EIO, f"size mismatch: {sftp.stat(tmp).st_size} of {total} bytes stored")
             sftp.posix_rename(tmp, path)
+        except (KeyboardInterrupt, SystemExit):
+            # Closing the remote file would wait on the link for everything still in flight.
+            self._abandon(f"the run was interrupted while uploading {name}")
+            raise
         except (paramiko.SSHException, EOFError, ConnectionError, socket.error) as exc:
             if watchdog.stalled:
                 raise self._lost(f"uploading {name}: no progress for {watchdog.stall_s:g}s after "
@@ -532,6 +543,22 @@ class SSHTransport:
             return int(st.st_size)
         self._remove_quietly(sftp, part)
         return 0
+
+    def _abandon(self, why: str) -> None:
+        """Drop the connection now, discarding what the kernel still holds to send (a reset, not a
+        close that drains a slow link for minutes): an interrupt stops the upload where it is, the
+        device keeps a `.part` the next run continues, and a connection holding the lock is not
+        made again."""
+        transport = self._client.get_transport() if self._client else None
+        sock = getattr(transport, "sock", None)
+        if isinstance(sock, socket.socket):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            except OSError:
+                pass
+        self._drop()
+        self._lost_reason = why
 
     def _alive(self) -> bool:
         transport = self._client.get_transport() if self._client else None
@@ -691,6 +718,15 @@ class _Stall:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
+
+
+def _close_file_quietly(handle: paramiko.SFTPFile) -> None:
+    """A failed upload's remote file is closed (its handle freed on the device); the error that
+    made it fail is the one reported, not this close's."""
+    try:
+        handle.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass
 
 
 def _close_quietly(channel: paramiko.Channel) -> None:

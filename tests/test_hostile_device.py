@@ -21,7 +21,7 @@ import json, os, subprocess, sys
 MODE = {mode!r}
 args = sys.argv[1:]
 command = args[1] if len(args) > 1 and args[0].endswith(".pyz") else None
-if command not in ("bench", "run"):
+if command not in ("bench", "run", "probe") or (command == "probe" and MODE != "markup"):
     os.execv(sys.executable, [sys.executable] + args)
 done = subprocess.run([sys.executable] + args, stdout=subprocess.PIPE)
 text = done.stdout.decode()
@@ -32,6 +32,9 @@ if command == "run" and MODE == "nan-outputs" and "outputs" in doc:
         arrays = {{k: np.full_like(v, np.nan) for k, v in f.items()}}
     with open(doc["outputs"], "wb") as fh:
         np.savez(fh, **arrays)
+if command == "probe" and MODE == "markup":
+    doc["hostname"] = "[bold]EVILHOST[/bold]\\x1b[31m\\x9b2J"
+    doc.setdefault("cpu", {{}})["model"] = "\\x1b]8;;http://example.invalid\\x07[link=x]cpu[/link]\\u202e"
 if command == "bench" and "latency" in doc:
     if MODE == "string-figure":
         doc["latency"]["p90_ms"] = "fast"
@@ -113,3 +116,7 @@ def test_markup_and_escapes_from_a_device_are_printed_as_text(workdir, tmp_path,
     for command in (("check", "--target", target), ("report", "--table"), ("report", "--json"),
                     ("report", "--markdown"), ("status", "--target", target)):
         no_traceback(run_cli(*command), 0)
+    # The probe lied too (hostname, CPU model): shown as text, no escape, no bidi override.
+    shown = run_cli("targets", "check", target)
+    no_traceback(shown, 0)
+    assert "[bold]EVILHOST[/bold]" in shown.stdout and "\u202e" not in shown.stdout + shown.stderr, shown.stdout

@@ -149,3 +149,24 @@ def test_a_cut_off_upload_is_continued_by_the_next_run_and_verified(slow, workdi
     on_device = jetson.device_path(remote)
     assert hashlib.sha256(on_device.read_bytes()).hexdigest() == variant.sha256
     assert not _parts(jetson)
+
+
+def test_a_slow_link_that_still_moves_is_never_taken_for_a_dead_one(slow, workdir, monkeypatch, tmp_path):
+    """Bytes handed to the socket are not bytes on the device: what sits in buffers takes time to
+    cross a slow link, and the stall watchdog must see the device's progress, not the host's."""
+    from edgekit.config import load_target
+    from edgekit.device import connect
+
+    monkeypatch.setenv("EDGEKIT_STALL_S", "2")
+    jetson = slow("256kbit")  # 32 kB/s: the file below takes about 12 s
+    local = tmp_path / "blob.bin"
+    local.write_bytes(os.urandom(384 * 1024))
+    reports: list[tuple[float, int]] = []
+    with connect(load_target("jetson-like")) as device:
+        remote = f"{device.target.workdir}/blob.bin"
+        device.transport.put(str(local), remote, lambda sent, total: reports.append((time.monotonic(), sent)))
+    assert jetson.device_path(".edgekit/blob.bin").read_bytes() == local.read_bytes()
+    # Progress is reported as the device takes the bytes, never far ahead of it.
+    gaps = [b[0] - a[0] for a, b in zip(reports, reports[1:])]
+    assert reports[-1][1] == 384 * 1024 and max(gaps) < 2, gaps
+    assert reports[-1][0] - reports[0][0] > 5, "the reports covered the transfer, not just the buffering"

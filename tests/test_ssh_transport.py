@@ -196,3 +196,29 @@ def test_run_timeout_and_a_killed_command(ssh_devices):
         assert tr.run(["true"], timeout=30).returncode == 0  # the connection is still usable
     finally:
         tr.close()
+
+
+def test_the_in_flight_window_follows_the_measured_rate():
+    """Pure sizing: a window takes about stall_s / 4 (at most 1 s) of the rate seen at the last
+    acknowledgement, grows at most 4x per step, and stays within one request and 16 MB."""
+    from edgekit.transport.ssh import CHUNK, InFlight
+
+    now = [0.0]
+    w = InFlight(stall_s=60, clock=lambda: now[0])
+    assert w.size == CHUNK and w.target_s == 1.0
+    w.sent(CHUNK, confirmed=False)
+    assert w.unconfirmed == CHUNK
+    now[0] += 0.001  # 64 kB acknowledged in 1 ms: a fast link, but growth is capped at 4x
+    w.sent(CHUNK, confirmed=True)
+    assert w.size == 4 * CHUNK and w.unconfirmed == 0
+    for _ in range(10):
+        now[0] += 0.001
+        w.sent(w.size, confirmed=True)
+    assert w.size == InFlight.MAX
+    now[0] += 100.0  # then 16 MB took 100 s: 160 kB/s, so about 1 s of it
+    w.sent(w.size, confirmed=True)
+    assert abs(w.size - InFlight.MAX / 100) < 1
+    now[0] += 1000.0  # a crawl never shrinks it below one request
+    w.sent(CHUNK, confirmed=True)
+    assert w.size == CHUNK
+    assert InFlight(stall_s=2).target_s == 0.5

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import paramiko
 
@@ -502,11 +502,17 @@ class SSHTransport:
                 dst = sftp.open(tmp, "ab" if offset else "wb")  # not `with`: see KeyboardInterrupt below
                 try:
                     sftp.chmod(tmp, 0o600)  # before any data: sftp-server creates files with its umask
-                    dst.set_pipelined(True)
                     src.seek(offset)
                     watchdog.start(offset)
-                    for chunk in iter(lambda: src.read(1 << 15), b""):
+                    window = InFlight(watchdog.stall_s)
+                    for chunk in iter(lambda: src.read(CHUNK), b""):
+                        # Pipelined writes, except every `window.size` bytes one that waits until the
+                        # device has acknowledged all before it: progress then means bytes on the
+                        # device, within about a second, not bytes sitting in buffers.
+                        barrier = window.unconfirmed + len(chunk) >= window.size
+                        dst.set_pipelined(not barrier)
                         dst.write(chunk)
+                        window.sent(len(chunk), confirmed=barrier)
                         watchdog.sent += len(chunk)
                         if progress is not None:
                             progress(watchdog.sent, total)
@@ -675,6 +681,41 @@ class SSHSession:
             pass
         finally:
             _close_quietly(self.channel)
+
+
+CHUNK = 1 << 15  # one SFTP write request (paramiko's MAX_REQUEST_SIZE)
+
+
+class InFlight:
+    """How many bytes an upload may have sent but not yet seen acknowledged.
+
+    Bytes handed to paramiko sit in its 2 MB channel window and the kernel's socket buffer: on a
+    256 kbit/s link that is over a minute of data, so counting them as sent makes the progress
+    bar lie and makes closing the file look like a stall. The window is sized from the rate
+    measured at each acknowledged write, so that waiting for an acknowledgement takes about
+    `stall_s / 4` (at most 1 s): the watchdog never sees a healthy slow link as dead, and a fast
+    one still streams (one round trip lost per window).
+    """
+
+    MIN, MAX = CHUNK, 16 << 20
+
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.target_s = min(stall_s / 4, 1.0)
+        self.size = self.MIN
+        self.unconfirmed = 0
+        self._clock = clock
+        self._since = clock()
+        self._counted = 0
+
+    def sent(self, n: int, confirmed: bool) -> None:
+        self._counted += n
+        if not confirmed:
+            self.unconfirmed += n
+            return
+        now = self._clock()
+        rate = self._counted / max(now - self._since, 1e-6)
+        self.size = int(min(max(rate * self.target_s, self.MIN), self.size * 4, self.MAX))
+        self.unconfirmed, self._counted, self._since = 0, 0, now
 
 
 def stall_seconds() -> float:

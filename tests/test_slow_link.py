@@ -59,18 +59,25 @@ def _parts(device) -> list:
     return [p for p in root.rglob("*") if p.is_file() and ".part" in p.name] if root.exists() else []
 
 
-def test_ctrl_c_during_an_upload_stops_the_deploy_with_130_and_installs_nothing(slow, workdir, edgekit):  # noqa: F811
-    jetson = slow()
+def _deploy_until_uploading(jetson, edgekit, at_least: int) -> subprocess.Popen:  # noqa: F811
+    """`edgekit deploy` in its own process, returned once an artifact upload on the device holds
+    `at_least` bytes (the run still going)."""
     proc = subprocess.Popen([sys.executable, "-m", "edgekit", "deploy", "--target", "jetson-like", "--profile",
                              "fast", *edgekit.home_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.stat().st_size > 16_000 for p in _parts(jetson)):
+        if any(p.stat().st_size > at_least for p in _parts(jetson)):
             break
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     assert _parts(jetson), "no artifact upload was seen under way"
+    return proc
+
+
+def test_ctrl_c_during_an_upload_stops_the_deploy_with_130_and_installs_nothing(slow, workdir, edgekit):  # noqa: F811
+    jetson = slow()
+    proc = _deploy_until_uploading(jetson, edgekit, 16_000)
     proc.send_signal(signal.SIGINT)
     out, err = _finish(proc, 60)
     assert proc.returncode == 130, err
@@ -88,15 +95,7 @@ def test_an_upload_on_a_dead_link_stops_after_the_stall_time_naming_file_and_byt
     monkeypatch.setenv("EDGEKIT_STALL_S", "3")
     jetson = slow()
     link = jetson._link
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "deploy", "--target", "jetson-like", "--profile",
-                             "fast", *edgekit.home_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ))
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.stat().st_size > 16_000 for p in _parts(jetson)):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None and _parts(jetson), proc.communicate() if proc.poll() is not None else "no upload"
+    proc = _deploy_until_uploading(jetson, edgekit, 16_000)
     link.cut()
     cut = time.monotonic()
     out, err = _finish(proc, 120)
@@ -116,15 +115,7 @@ def test_a_cut_off_upload_is_continued_by_the_next_run_and_verified(slow, workdi
     from edgekit.device import connect, holder_name
 
     jetson = slow()
-    proc = subprocess.Popen([sys.executable, "-m", "edgekit", "deploy", "--target", "jetson-like", "--profile",
-                             "fast", *edgekit.home_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ))
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.stat().st_size > 40_000 for p in _parts(jetson)):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()
+    proc = _deploy_until_uploading(jetson, edgekit, 40_000)
     proc.send_signal(signal.SIGINT)
     _finish(proc, 60)
     assert proc.returncode == 130

@@ -71,3 +71,27 @@ def describe_onnx(path: Path) -> GraphIO:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = " ".join(x for x in (model.producer_name, model.producer_version) if x)
     return GraphIO(inputs, outputs, opset, producer)
+
+
+def check_onnx(path: Path) -> None:
+    """The ONNX checker, then a real load in onnxruntime. A file either one rejects (an unknown op,
+    an output no node makes, a truncated graph) is refused before anything is built: otherwise it
+    is copied into an `onnx:fp32` variant, cached, pushed, and fails only on the device."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))  # by path: external data and files over 2 GB
+    except Exception as exc:
+        raise ModelError(f"{path}: the ONNX checker rejects it ({_short(exc)}). Fix: export the model again "
+                         f"with a supported opset, or repair the graph") from None
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: onnxruntime cannot load it ({_short(exc)}). Fix: export the model again, or "
+                         f"check that its ops are ones onnxruntime {ort.__version__} supports") from None
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]

@@ -28,7 +28,7 @@ from .compress.parity import onnx_outputs
 from .compress.runtimes import outputs as artifact_outputs
 from .compress.store import ArtifactStore, cache_key, file_sha256
 from .device import Device, capability_warnings, connect, holder_name
-from .graph import describe_onnx
+from .graph import check_onnx, describe_onnx
 from .errors import ConnectionLost, DeviceError, EdgekitError, ModelError, SelectionError, SpecError, TransportError, UsageError
 from .model import (batches, check_model_accepts_inputs, example_inputs, generated_dataset, import_entry,
                     load_data, load_torch_model, reference_outputs, weights_digest)
@@ -105,11 +105,14 @@ def prepare(spec: ModelSpec, workspace: Workspace | None = None) -> BuildContext
         if reference is not None:
             cached.append("reference outputs")
         elif spec.is_onnx:
+            check_onnx(spec.path)
             reference = _onnx_reference(spec, evaluation)
         else:
             if model is None:
                 model = _lazy_model(spec, digest, derived, weights_key).get()
             reference = reference_outputs(model, evaluation, spec)
+    elif spec.is_onnx:
+        check_onnx(spec.path)  # nothing runs it here otherwise: a broken file would be built and pushed
     names = tuple(t.name for t in describe_onnx(spec.path).outputs) if spec.is_onnx else ()
     held = model if model is not None or spec.is_onnx else _lazy_model(spec, digest, derived, weights_key)
     ctx = BuildContext(spec, held, digest, calibration, evaluation, reference, metric=metric, output_names=names,

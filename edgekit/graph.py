@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 
 # onnx.TensorProto element types -> numpy names
 ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
@@ -60,7 +60,7 @@ def describe_onnx(path: Path) -> GraphIO:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ModelError(f"{path}: not a readable ONNX file ({' '.join(str(exc).split())[:200]}). "
+        raise ModelError(f"{path}: not a readable ONNX file ({one_line(exc, limit=200)}). "
                          f"Fix: export the model again, or check the path") from None
     weights = {t.name for t in model.graph.initializer}
     inputs = tuple(_info(v, i) for i, v in enumerate(model.graph.input) if v.name not in weights)
@@ -82,16 +82,25 @@ def check_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))  # by path: external data and files over 2 GB
     except Exception as exc:
-        raise ModelError(f"{path}: the ONNX checker rejects it ({_short(exc)}). Fix: export the model again "
-                         f"with a supported opset, or repair the graph") from None
+        raise ModelError(f"{path}: the ONNX checker rejects it ({one_line(exc, limit=200)}). Fix: export the model "
+                         f"again with a supported opset, or repair the graph") from None
+    refusal = onnxruntime_refusal(path)
+    if refusal is not None:
+        import onnxruntime as ort
+
+        raise ModelError(f"{path}: onnxruntime cannot load it ({refusal}). Fix: export the model again, or "
+                         f"check that its ops are ones onnxruntime {ort.__version__} supports")
+
+
+def onnxruntime_refusal(path: Path) -> str | None:
+    """Why onnxruntime on the CPU cannot load the file (one line), or None when it can: the user's
+    file before it is built from, and each converter's output before it is cached."""
     import onnxruntime as ort
 
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"{path}: onnxruntime cannot load it ({_short(exc)}). Fix: export the model again, or "
-                         f"check that its ops are ones onnxruntime {ort.__version__} supports") from None
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]
+        return one_line(exc, limit=200)
+    return None

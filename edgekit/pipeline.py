@@ -98,21 +98,23 @@ def prepare(spec: ModelSpec, workspace: Workspace | None = None) -> BuildContext
     else:
         digest = weights_digest(model)
     reference, reference_key = None, None
-    if evaluation is not None:
-        if derived is not None:
-            reference_key = derived.reference_key(spec, digest, evaluation)
-            reference = derived.reference(reference_key)
-        if reference is not None:
-            cached.append("reference outputs")
-        elif spec.is_onnx:
-            check_onnx(spec.path)
+    if evaluation is not None and derived is not None:
+        reference_key = derived.reference_key(spec, digest, evaluation)
+        reference = derived.reference(reference_key)
+    if reference is not None:
+        cached.append("reference outputs")
+    # A broken ONNX file would otherwise be built, cached and pushed, failing only on the device.
+    # Checked once per content (a cached reference means it ran before).
+    check_file = spec.is_onnx and reference is None and not (derived is not None and derived.onnx_checked(digest))
+    if check_file:
+        check_onnx(spec.path)
+    if reference is None and evaluation is not None:
+        if spec.is_onnx:
             reference = _onnx_reference(spec, evaluation)
         else:
             if model is None:
                 model = _lazy_model(spec, digest, derived, weights_key).get()
             reference = reference_outputs(model, evaluation, spec)
-    elif spec.is_onnx:
-        check_onnx(spec.path)  # nothing runs it here otherwise: a broken file would be built and pushed
     names = tuple(t.name for t in describe_onnx(spec.path).outputs) if spec.is_onnx else ()
     held = model if model is not None or spec.is_onnx else _lazy_model(spec, digest, derived, weights_key)
     ctx = BuildContext(spec, held, digest, calibration, evaluation, reference, metric=metric, output_names=names,
@@ -128,6 +130,8 @@ def prepare(spec: ModelSpec, workspace: Workspace | None = None) -> BuildContext
             derived.save_weights_digest(derived.weights_key(spec), spec, digest)
         if reference_key is not None and "reference outputs" not in cached:
             derived.save_reference(reference_key, reference)
+        if check_file:
+            derived.save_onnx_checked(digest)
     return ctx
 
 

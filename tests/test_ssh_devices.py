@@ -225,10 +225,14 @@ def test_unwritable_workdir_and_full_disk_keep_the_current_deployment(ssh_device
     assert status["current"] == first["chosen"] and status["path"]
 
 
-def test_agent_killed_during_a_benchmark_fails_only_that_variant(ssh_devices, workdir, edgekit):
-    jetson = ssh_devices("jetson-like")
+def _slow_profile(workdir: Path) -> None:
+    """`slow`: the fast profile with benchmarks of 3 s, long enough to act on the device mid-run."""
     (workdir / "profiles" / "slow.toml").write_text(
         (workdir / "profiles" / "fast.toml").read_text().replace("min_s = 0.1", "min_s = 3.0"))
+
+def test_agent_killed_during_a_benchmark_fails_only_that_variant(ssh_devices, workdir, edgekit):
+    jetson = ssh_devices("jetson-like")
+    _slow_profile(workdir)
     killed: list[str] = []
 
     def kill_first_bench():
@@ -334,8 +338,7 @@ def test_a_connection_lost_mid_run_ends_it_without_reconnecting_or_installing(ss
     from edgekit.errors import ConnectionLost
 
     jetson = ssh_devices("jetson-like")
-    (workdir / "profiles" / "slow.toml").write_text(
-        (workdir / "profiles" / "fast.toml").read_text().replace("min_s = 0.1", "min_s = 3.0"))
+    _slow_profile(workdir)
     cut: list[int] = []
 
     def cut_the_connection():

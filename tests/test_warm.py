@@ -226,6 +226,29 @@ def test_an_onnx_model_reference_is_cached_and_matches_onnxruntime(tmp_path):
         np.testing.assert_allclose(got, np.stack([c[j] for c in calls]), rtol=1e-6)
 
 
+def test_an_onnx_file_is_checked_once_per_content(tmp_path, monkeypatch):
+    """Without evaluation data nothing else runs the file: the checker and the onnxruntime load run
+    on its first prepare, and a warm one (same bytes, same versions) does not pay for them again."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgekit import pipeline
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "r.onnx")
+    spec = ModelSpec(name="r", inputs=(InputSpec("x", (1, 4)),), path=tmp_path / "r.onnx")
+    ws = Workspace(tmp_path / "host", tmp_path / "host" / "r.db")
+    checked: list[Path] = []
+    real = pipeline.check_onnx
+    monkeypatch.setattr(pipeline, "check_onnx", lambda path: (checked.append(path), real(path)))
+    prepare(spec, ws)
+    prepare(spec, ws)
+    assert checked == [tmp_path / "r.onnx"]
+    prepare(spec, Workspace(tmp_path / "other", tmp_path / "other" / "r.db"))  # another cache: checked there
+    assert len(checked) == 2
+
 def test_a_damaged_reference_entry_is_recomputed(net, tmp_path):
     spec, _ = net
     ws = Workspace(tmp_path / "host", tmp_path / "host" / "results.db")

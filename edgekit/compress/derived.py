@@ -1,6 +1,6 @@
 """What `prepare` derives from the model and the data, kept beside the artifact cache so a warm run
-does not derive it again: the weights digest of a checkpoint (or model) file, and the original
-model's outputs on the evaluation data.
+does not derive it again: the weights digest of a checkpoint (or model) file, the original
+model's outputs on the evaluation data, and that an ONNX file passed the checker and a load.
 
 Both are keyed by content hashes, never by paths or times: a retrained checkpoint has other bytes
 and misses; a same-content copy elsewhere hits. The weights digest is what keys every artifact
@@ -48,8 +48,11 @@ def weights_file(spec: ModelSpec) -> Path | None:
 
 def runtime_of(spec: ModelSpec) -> str:
     """What computes the reference outputs; a new version may compute them (slightly) differently."""
-    dist = "onnxruntime" if spec.is_onnx else "torch"
-    return f"{dist}=={_version(dist)}"
+    return runtime_of_onnx() if spec.is_onnx else f"torch=={_version('torch')}"
+
+
+def runtime_of_onnx() -> str:
+    return f"onnxruntime=={_version('onnxruntime')}"
 
 
 class DerivedStore:
@@ -115,6 +118,20 @@ class DerivedStore:
         buf = io.BytesIO()
         np.savez(buf, count=np.int64(len(outputs)), **{f"out{i}": np.asarray(o) for i, o in enumerate(outputs)})
         self._write(self.root / "reference" / f"{key}.npz", buf.getvalue())
+
+    # ------------------------------------------------------------------ ONNX files that passed the checks
+
+    def _onnx_checked_path(self, digest: str) -> Path:
+        key = cache_key({"rules": DERIVED_RULES, "kind": "onnx-checked", "file": digest, "onnx": _version("onnx"),
+                         "runtime": runtime_of_onnx()})
+        return self.root / "checked" / f"{key}.json"
+
+    def onnx_checked(self, digest: str) -> bool:
+        """These bytes passed the ONNX checker and an onnxruntime load with these versions before."""
+        return self._onnx_checked_path(digest).is_file()
+
+    def save_onnx_checked(self, digest: str) -> None:
+        self._write(self._onnx_checked_path(digest), b"{}")
 
     # ------------------------------------------------------------------ files
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CompressError, one_line
+from ..graph import onnxruntime_refusal
 from ..model import batches, example_inputs
 from .context import BuildContext
 from .isa import int8_types
@@ -127,15 +128,9 @@ def build_fp16(ctx: BuildContext, recipe: Recipe, out: Path) -> dict[str, Any]:
 def loads(path: Path, what: str, fix: str) -> None:
     """A converter can write a graph ONNX Runtime rejects (e.g. float16 with If branches reading
     outer-scope weights): without evaluation data nothing else would load it before a device does."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({one_line(exc)[:200]}). "
-                            f"Fix: {fix}") from None
+    refusal = onnxruntime_refusal(path)
+    if refusal is not None:
+        raise CompressError(f"{what} wrote a graph onnxruntime cannot load ({refusal}). Fix: {fix}")
 
 
 def _types(recipe: Recipe, ctx: BuildContext) -> tuple[str, str]:

@@ -62,7 +62,7 @@ class ArtifactStore:
             pid = folder.name.split("-")[1]
             if pid.isdigit() and _running(int(pid)):
                 continue
-            if not pid.isdigit() and time.time() - folder.stat().st_mtime < 86400:
+            if not pid.isdigit() and time.time() - _mtime(folder) < 86400:
                 continue  # an older edgekit's folder without a pid: only once it is a day old
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -77,11 +77,19 @@ class ArtifactStore:
         return variant
 
 
+def _mtime(path: Path) -> float:
+    """0 for a folder another process removed meanwhile (then there is nothing to remove)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process: running
-        return True
+    except PermissionError:  # someone else's process, so running
+        pass
     return True

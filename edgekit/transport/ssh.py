@@ -218,9 +218,7 @@ class SSHTransport:
             self._drop()
             self._lost_reason = self._lost_reason or "the connection closed"
         if self.pinned and self._lost_reason:
-            raise ConnectionLost(f"target {self.target}: {self._lost_reason}; the device lock went with it, so "
-                                 f"nothing more was done on the device. Fix: check the device and the network, "
-                                 f"then run again: measurements already taken are kept")
+            raise self._lock_lost()
         delay, last = BACKOFF_S, ""
         for attempt in range(self.retries):
             try:
@@ -381,11 +379,14 @@ class SSHTransport:
         self._lost_reason = (f"the connection to {self.endpoint.hostname} was lost while {doing} "
                              f"({exc or type(exc).__name__})")
         if self.pinned:
-            return ConnectionLost(f"target {self.target}: {self._lost_reason}; the device lock went with it, so "
-                                  f"nothing more was done on the device. Fix: check the device and the network, then "
-                                  f"run again: measurements already taken are kept")
+            return self._lock_lost()
         return TransportError(f"target {self.target}: {self._lost_reason}. Fix: check the device and network, then "
                               f"run again: completed steps are kept")
+
+    def _lock_lost(self) -> ConnectionLost:
+        return ConnectionLost(f"target {self.target}: {self._lost_reason}; the device lock went with it, so nothing "
+                              f"more was done on the device. Fix: check the device and the network, then run again: "
+                              f"measurements already taken are kept")
 
     def _channel(self, argv: Sequence[str]) -> tuple[paramiko.Channel, str]:
         command = " ".join(shlex.quote(str(a)) for a in argv)
@@ -702,20 +703,18 @@ class InFlight:
     def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.target_s = min(stall_s / 4, 1.0)
         self.size = self.MIN
-        self.unconfirmed = 0
+        self.unconfirmed = 0  # bytes written since the last acknowledged write
         self._clock = clock
         self._since = clock()
-        self._counted = 0
 
     def sent(self, n: int, confirmed: bool) -> None:
-        self._counted += n
         if not confirmed:
             self.unconfirmed += n
             return
         now = self._clock()
-        rate = self._counted / max(now - self._since, 1e-6)
+        rate = (self.unconfirmed + n) / max(now - self._since, 1e-6)
         self.size = int(min(max(rate * self.target_s, self.MIN), self.size * 4, self.MAX))
-        self.unconfirmed, self._counted, self._since = 0, 0, now
+        self.unconfirmed, self._since = 0, now
 
 
 def stall_seconds() -> float:
